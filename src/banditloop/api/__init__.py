@@ -1,0 +1,1 @@
+"""The HTTP layer: Azure Personalizer's wire format over the library API."""

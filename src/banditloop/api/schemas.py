@@ -1,0 +1,72 @@
+"""Request and response models of the wire format (Azure Personalizer's field names)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class RankableAction(_Wire):
+    id: str = Field(max_length=256, description="Action id; the first action is the baseline.")
+    features: list[Any] | None = Field(
+        None, description="Feature objects; at least one non-null feature is required."
+    )
+
+
+class RankRequest(_Wire):
+    contextFeatures: list[Any] | None = Field(None, description="Context feature objects.")
+    actions: list[RankableAction] = Field(
+        description="1 to 50 candidate actions.", json_schema_extra={"minItems": 1, "maxItems": 50}
+    )
+    excludedActions: list[str] | None = Field(None, description="Ids not to choose.")
+    eventId: str | None = Field(
+        None, max_length=256, description="Generated when absent; seeds the sampling."
+    )
+    deferActivation: bool | None = Field(
+        False, description="Learn only if the event is activated."
+    )
+
+
+class RankedAction(_Wire):
+    id: str
+    probability: float = Field(ge=0, le=1)
+
+
+class RankResponse(_Wire):
+    ranking: list[RankedAction]
+    eventId: str
+    rewardActionId: str
+
+
+class RewardRequest(_Wire):
+    value: float = Field(
+        allow_inf_nan=False, ge=-1, le=1, description="Reward, between -1 and 1."
+    )
+
+
+class ErrorDetail(_Wire):
+    code: str
+    message: str
+    target: str | None = None
+
+
+class ErrorResponse(_Wire):
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in [
+        (400, "Invalid request."),
+        (401, "Missing or wrong key."),
+        (404, "Not found."),
+        (409, "Conflicting event ID."),
+        (413, "Payload too large."),
+        (503, "Unavailable."),
+    ]
+}

@@ -1,0 +1,68 @@
+"""Rank requests: the rules of the original, and the answer built from a pmf.
+
+Kept free of I/O so that validation and the shape of the answer can be
+tested without a server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import BadRequest
+from .featurize import clean_features, context_object, dumps
+
+CODE = "InvalidRankRequest"
+
+
+@dataclass(frozen=True)
+class RankPlan:
+    """What VW sees for a request: the non-excluded actions, in request order."""
+
+    example: str
+    vw_ids: list[str]  # ids of the example's actions
+    all_ids: list[str]  # every action id, in request order
+
+
+def plan(
+    context_features: Sequence[Any] | None,
+    actions: Sequence[tuple[str, Sequence[Any] | None]],
+    excluded: Sequence[str] | None,
+    max_actions: int = 50,
+) -> RankPlan:
+    """Validate a rank request as the original did and build its VW example."""
+    if not 1 <= len(actions) <= max_actions:
+        raise BadRequest(f"Action count should be between 1 and {max_actions}.", CODE)
+    ids = [a for a, _ in actions]
+    if any(not a for a in ids):
+        raise BadRequest("Action ids must not be empty.", CODE)
+    if len(set(ids)) != len(ids):
+        raise BadRequest("Action ids must be unique.", CODE)
+    excluded_set = set(excluded or ())
+    if not excluded_set <= set(ids):
+        raise BadRequest("All excluded action ID's must have corresponding action ID", CODE)
+    if excluded_set >= set(ids):
+        raise BadRequest("At least one action must not be excluded.", CODE)
+    context = clean_features(context_features, CODE)
+    kept: list[tuple[str, list[dict[str, Any]]]] = []
+    for action_id, features in actions:
+        cleaned = clean_features(features, CODE)
+        if not cleaned:
+            raise BadRequest("Every action should have at least one non-null action feature.", CODE)
+        if action_id not in excluded_set:
+            kept.append((action_id, cleaned))
+    return RankPlan(
+        example=dumps(context_object(context, kept)),
+        vw_ids=[a for a, _ in kept],
+        all_ids=ids,
+    )
+
+
+def ranking(plan: RankPlan, pmf: Sequence[float], chosen: int) -> list[dict[str, Any]]:
+    """The chosen action first, then the rest by probability, excluded ones last at 0."""
+    order = sorted(range(len(plan.vw_ids)), key=lambda i: (i != chosen, -pmf[i], i))
+    out = [{"id": plan.vw_ids[i], "probability": float(pmf[i])} for i in order]
+    kept = set(plan.vw_ids)
+    out.extend({"id": a, "probability": 0.0} for a in plan.all_ids if a not in kept)
+    return out

@@ -1,0 +1,103 @@
+"""What a store keeps and the interface every store offers.
+
+The store is the only state shared between rank workers and the trainer.
+Writes return futures that complete only once the write is durable, so the
+API can acknowledge a Rank or Reward only after it is safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One Rank call as logged: enough to answer a retry, learn, export and evaluate."""
+
+    loop: str
+    event_id: str
+    ts: float
+    close_at: float
+    deferred: bool
+    request_hash: str
+    example: str  # VW JSON object over the actions VW saw (excluded ones left out)
+    action_ids: list[str]  # ids of the example's actions, in its order
+    pmf: list[float]  # probabilities aligned with action_ids
+    chosen: int  # index of the chosen action in action_ids
+    response: bytes  # the JSON body returned, replayed on an idempotent retry
+    model_version: str
+    seq: int = 0
+
+    @property
+    def probability(self) -> float:
+        return self.pmf[self.chosen]
+
+
+@dataclass(frozen=True)
+class ClosedEvent:
+    """A decision whose reward window has closed, joined with what arrived for it."""
+
+    seq: int
+    event_id: str
+    ts: float
+    deferred: bool
+    example: str
+    chosen: int
+    probability: float
+    rewards: list[tuple[float, float]] = field(default_factory=list)  # (ts, value) in ts order
+    activations: list[float] = field(default_factory=list)  # activation times
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """A saved model: checkpoint ``number`` covers every event marked with it or lower."""
+
+    loop: str
+    number: int
+    created: float
+    blob: bytes
+    policy: str
+    events_learned: int
+
+
+@dataclass(frozen=True)
+class LoopRecord:
+    name: str
+    config: dict[str, Any]
+    policy: str
+    created: float
+
+
+class Store(Protocol):
+    """The operations the service needs; SQLite now, PostgreSQL later."""
+
+    def submit(self, job: Callable[[Any], Any]) -> Future[Any]: ...
+
+    def append_decision(self, d: Decision) -> Future[Decision | None]: ...
+
+    def append_reward(
+        self, loop: str, event_id: str, value: float, ts: float, early_close: bool
+    ) -> Future[None]: ...
+
+    def append_activation(
+        self, loop: str, event_id: str, ts: float, early_close: bool
+    ) -> Future[None]: ...
+
+    def closed_events(self, loop: str, now: float, limit: int) -> list[ClosedEvent]: ...
+
+    def mark_learned(self, loop: str, seqs: list[int], checkpoint: int) -> Future[None]: ...
+
+    def save_model(self, model: ModelRecord, keep: int = 3) -> Future[None]: ...
+
+    def latest_model(self, loop: str) -> ModelRecord | None: ...
+
+    def forget_unsaved(self, loop: str, last_checkpoint: int) -> Future[int]: ...
+
+    def get_loop(self, name: str) -> LoopRecord | None: ...
+
+    def put_loop(self, rec: LoopRecord) -> Future[None]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,380 @@
+"""The embedded store: one SQLite file in WAL mode, one writer thread, group commit.
+
+All writes go through the single writer thread, which drains its queue and
+commits everything it took in one transaction (each job in a savepoint, so one
+failing job does not fail its neighbours).  A job's future completes only after
+that COMMIT, so an acknowledged event is on disk.  Reads use one connection per
+thread; WAL lets them run beside the writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlite_utils
+
+from ..errors import Unavailable
+from .base import ClosedEvent, Decision, LoopRecord, ModelRecord
+
+log = logging.getLogger(__name__)
+migrations = sqlite_utils.Migrations("banditloop")
+MAX_BATCH = 1024
+_STOP = object()
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """CREATE TABLE loops (
+            name TEXT PRIMARY KEY, config TEXT NOT NULL, policy TEXT NOT NULL,
+            created REAL NOT NULL)"""
+    )
+    db.execute(
+        """CREATE TABLE decisions (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            loop TEXT NOT NULL, event_id TEXT NOT NULL, ts REAL NOT NULL,
+            close_at REAL NOT NULL, deferred INTEGER NOT NULL, request_hash TEXT NOT NULL,
+            example TEXT NOT NULL, action_ids TEXT NOT NULL, pmf TEXT NOT NULL,
+            chosen INTEGER NOT NULL, probability REAL NOT NULL, response BLOB NOT NULL,
+            model_version TEXT NOT NULL, learned_in INTEGER,
+            UNIQUE (loop, event_id))"""
+    )
+    db.execute(
+        "CREATE INDEX decisions_open ON decisions (loop, close_at) WHERE learned_in IS NULL"
+    )
+    db.execute("CREATE INDEX decisions_ts ON decisions (loop, ts)")
+    db.execute(
+        """CREATE TABLE rewards (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, loop TEXT NOT NULL,
+            event_id TEXT NOT NULL, value REAL NOT NULL, ts REAL NOT NULL)"""
+    )
+    db.execute("CREATE INDEX rewards_event ON rewards (loop, event_id)")
+    db.execute(
+        """CREATE TABLE activations (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, loop TEXT NOT NULL,
+            event_id TEXT NOT NULL, ts REAL NOT NULL)"""
+    )
+    db.execute("CREATE INDEX activations_event ON activations (loop, event_id)")
+    db.execute(
+        """CREATE TABLE models (
+            loop TEXT NOT NULL, number INTEGER NOT NULL, created REAL NOT NULL,
+            blob BLOB NOT NULL, policy TEXT NOT NULL, events_learned INTEGER NOT NULL,
+            PRIMARY KEY (loop, number))"""
+    )
+
+
+class _Job:
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        self.fn = fn
+        self.future: Future[Any] = Future()
+
+
+def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+_DECISION_COLS = (
+    "loop, event_id, ts, close_at, deferred, request_hash, example, action_ids, pmf, chosen, "
+    "probability, response, model_version"
+)
+
+
+def _decision(row: sqlite3.Row | tuple[Any, ...]) -> Decision:
+    (seq, loop, event_id, ts, close_at, deferred, rhash, example, ids, pmf, chosen, _p,
+     response, version) = row
+    return Decision(
+        loop=loop, event_id=event_id, ts=ts, close_at=close_at, deferred=bool(deferred),
+        request_hash=rhash, example=example, action_ids=orjson.loads(ids),
+        pmf=orjson.loads(pmf), chosen=chosen, response=bytes(response), model_version=version,
+        seq=seq,
+    )
+
+
+class SqliteStore:
+    """SQLite store; see the module docstring for how writes are made durable."""
+
+    def __init__(self, data_dir: Path, synchronous: str = "FULL") -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / "banditloop.db"
+        self._synchronous = synchronous
+        self._writer_conn = _connect(self.path, synchronous)
+        migrations.apply(sqlite_utils.Database(self._writer_conn))
+        self._local = threading.local()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
+        self._thread.start()
+
+    # -- the writer -----------------------------------------------------------------
+
+    def submit(self, fn: Callable[[sqlite3.Connection], Any]) -> Future[Any]:
+        """Run ``fn(conn)`` in the writer's next transaction; the future ends after COMMIT."""
+        job = _Job(fn)
+        if self._closed:
+            job.future.set_exception(Unavailable("The store is closed."))
+        else:
+            self._queue.put(job)
+        return job.future
+
+    def _write_loop(self) -> None:
+        conn = self._writer_conn
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            jobs = [first]
+            stop = False
+            while len(jobs) < MAX_BATCH:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                jobs.append(nxt)
+            self._run_batch(conn, jobs)
+            if stop:
+                break
+        conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
+        results: list[tuple[_Job, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in jobs:
+                conn.execute("SAVEPOINT job")
+                try:
+                    results.append((job, job.fn(conn), None))
+                    conn.execute("RELEASE job")
+                except Exception as ex:  # the job's own failure, kept for its caller
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    results.append((job, None, ex))
+            conn.execute("COMMIT")
+        except sqlite3.Error as ex:
+            log.error("store write failed, %d writes refused: %s", len(jobs), ex)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            err = Unavailable(f"The store could not save the write: {ex}.")
+            for job in jobs:
+                job.future.set_exception(err)
+            return
+        for job, value, exc in results:
+            if exc is None:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(exc)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_STOP)
+            self._thread.join()
+
+    # -- reads ----------------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path, self._synchronous)
+            self._local.conn = conn
+        return conn
+
+    # -- events ---------------------------------------------------------------------
+
+    def append_decision(self, d: Decision) -> Future[Decision | None]:
+        """Log a decision; if its event ID is taken, the future holds the stored one."""
+        row = (
+            d.loop, d.event_id, d.ts, d.close_at, int(d.deferred), d.request_hash, d.example,
+            orjson.dumps(d.action_ids).decode(), orjson.dumps(d.pmf).decode(), d.chosen,
+            d.probability, d.response, d.model_version,
+        )
+
+        def job(conn: sqlite3.Connection) -> Decision | None:
+            cur = conn.execute(
+                f"INSERT INTO decisions ({_DECISION_COLS}) VALUES "
+                "(?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (loop, event_id) DO NOTHING",
+                row,
+            )
+            if cur.rowcount:
+                return None
+            found = conn.execute(
+                f"SELECT seq, {_DECISION_COLS} FROM decisions WHERE loop=? AND event_id=?",
+                (d.loop, d.event_id),
+            ).fetchone()
+            return _decision(found)
+
+        return self.submit(job)
+
+    def append_reward(
+        self, loop: str, event_id: str, value: float, ts: float, early_close: bool
+    ) -> Future[None]:
+        """Log a reward; with ``early_close`` (earliest aggregation) its event closes now."""
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO rewards (loop, event_id, value, ts) VALUES (?,?,?,?)",
+                (loop, event_id, value, ts),
+            )
+            if early_close:
+                conn.execute(
+                    """UPDATE decisions SET close_at=? WHERE loop=? AND event_id=?
+                       AND learned_in IS NULL AND close_at>? AND (deferred=0 OR EXISTS
+                       (SELECT 1 FROM activations a WHERE a.loop=? AND a.event_id=?))""",
+                    (ts, loop, event_id, ts, loop, event_id),
+                )
+
+        return self.submit(job)
+
+    def append_activation(
+        self, loop: str, event_id: str, ts: float, early_close: bool
+    ) -> Future[None]:
+        """Log an activation; with ``early_close`` a rewarded event closes now."""
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO activations (loop, event_id, ts) VALUES (?,?,?)",
+                (loop, event_id, ts),
+            )
+            if early_close:
+                conn.execute(
+                    """UPDATE decisions SET close_at=? WHERE loop=? AND event_id=?
+                       AND learned_in IS NULL AND close_at>? AND EXISTS
+                       (SELECT 1 FROM rewards r WHERE r.loop=? AND r.event_id=?)""",
+                    (ts, loop, event_id, ts, loop, event_id),
+                )
+
+        return self.submit(job)
+
+    def get_decision(self, loop: str, event_id: str) -> Decision | None:
+        row = self._reader().execute(
+            f"SELECT seq, {_DECISION_COLS} FROM decisions WHERE loop=? AND event_id=?",
+            (loop, event_id),
+        ).fetchone()
+        return _decision(row) if row else None
+
+    def closed_events(self, loop: str, now: float, limit: int) -> list[ClosedEvent]:
+        """Unlearned decisions whose window has closed, oldest close first, with rewards."""
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            rows = conn.execute(
+                """SELECT seq, event_id, ts, deferred, example, chosen, probability
+                   FROM decisions WHERE loop=? AND learned_in IS NULL AND close_at<=?
+                   ORDER BY close_at, seq LIMIT ?""",
+                (loop, now, limit),
+            ).fetchall()
+            if not rows:
+                return []
+            ids = orjson.dumps([r[1] for r in rows]).decode()
+            rewards: dict[str, list[tuple[float, float]]] = {}
+            for event_id, ts, value in conn.execute(
+                """SELECT event_id, ts, value FROM rewards WHERE loop=? AND event_id IN
+                   (SELECT value FROM json_each(?)) ORDER BY ts, seq""",
+                (loop, ids),
+            ):
+                rewards.setdefault(event_id, []).append((ts, value))
+            activations: dict[str, list[float]] = {}
+            for event_id, ts in conn.execute(
+                """SELECT event_id, ts FROM activations WHERE loop=? AND event_id IN
+                   (SELECT value FROM json_each(?)) ORDER BY ts""",
+                (loop, ids),
+            ):
+                activations.setdefault(event_id, []).append(ts)
+        finally:
+            conn.execute("COMMIT")
+        return [
+            ClosedEvent(
+                seq=seq, event_id=eid, ts=ts, deferred=bool(deferred), example=example,
+                chosen=chosen, probability=p, rewards=rewards.get(eid, []),
+                activations=activations.get(eid, []),
+            )
+            for seq, eid, ts, deferred, example, chosen, p in rows
+        ]
+
+    def mark_learned(self, loop: str, seqs: list[int], checkpoint: int) -> Future[None]:
+        payload = orjson.dumps(seqs).decode()
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                """UPDATE decisions SET learned_in=? WHERE loop=? AND learned_in IS NULL
+                   AND seq IN (SELECT value FROM json_each(?))""",
+                (checkpoint, loop, payload),
+            )
+
+        return self.submit(job)
+
+    def forget_unsaved(self, loop: str, last_checkpoint: int) -> Future[int]:
+        """Undo marks of a checkpoint that was never saved (the process died first)."""
+
+        def job(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "UPDATE decisions SET learned_in=NULL WHERE loop=? AND learned_in>?",
+                (loop, last_checkpoint),
+            )
+            return cur.rowcount
+
+        return self.submit(job)
+
+    def count_learned(self, loop: str) -> int:
+        row = self._reader().execute(
+            "SELECT count(*) FROM decisions WHERE loop=? AND learned_in IS NOT NULL", (loop,)
+        ).fetchone()
+        return int(row[0])
+
+    # -- models and loops -----------------------------------------------------------
+
+    def save_model(self, model: ModelRecord, keep: int = 3) -> Future[None]:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO models (loop, number, created, blob, policy, events_learned) "
+                "VALUES (?,?,?,?,?,?)",
+                (model.loop, model.number, model.created, model.blob, model.policy,
+                 model.events_learned),
+            )
+            conn.execute(
+                "DELETE FROM models WHERE loop=? AND number<=?", (model.loop, model.number - keep)
+            )
+
+        return self.submit(job)
+
+    def latest_model(self, loop: str) -> ModelRecord | None:
+        row = self._reader().execute(
+            "SELECT loop, number, created, blob, policy, events_learned FROM models "
+            "WHERE loop=? ORDER BY number DESC LIMIT 1",
+            (loop,),
+        ).fetchone()
+        if row is None:
+            return None
+        return ModelRecord(row[0], row[1], row[2], bytes(row[3]), row[4], row[5])
+
+    def get_loop(self, name: str) -> LoopRecord | None:
+        row = self._reader().execute(
+            "SELECT name, config, policy, created FROM loops WHERE name=?", (name,)
+        ).fetchone()
+        return LoopRecord(row[0], orjson.loads(row[1]), row[2], row[3]) if row else None
+
+    def put_loop(self, rec: LoopRecord) -> Future[None]:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO loops (name, config, policy, created) VALUES (?,?,?,?) "
+                "ON CONFLICT (name) DO UPDATE SET config=excluded.config, policy=excluded.policy",
+                (rec.name, orjson.dumps(rec.config).decode(), rec.policy, rec.created),
+            )
+
+        return self.submit(job)
