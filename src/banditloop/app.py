@@ -12,9 +12,11 @@ from fastapi.routing import APIRoute
 
 from . import __version__
 from .api import errors
+from .api.admin import router as admin_router
 from .api.events import router as events_router
+from .api.loops import router as loops_router
 from .config import Settings
-from .loop import Loop
+from .registry import Registry
 from .store import SqliteStore
 
 log = logging.getLogger(__name__)
@@ -39,14 +41,24 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = SqliteStore(settings.data_dir, settings.sqlite_synchronous)
-        app.state.store = store
-        app.state.loops = {"default": Loop.open("default", store, settings)}
-        log.info("banditloop %s serving data in %s", __version__, settings.data_dir)
+        registry = Registry(store, settings)
         try:
+            registry.open()
+            app.state.registry = registry
+            log.info(
+                "banditloop %s serving %d loop(s) from %s",
+                __version__,
+                len(registry.loops),
+                settings.data_dir,
+            )
+            if not any(registry.keys.values()):
+                log.warning(
+                    "NO API KEYS CONFIGURED: every caller may rank, reward and "
+                    "administer. Set admin_keys and client_keys before exposing it."
+                )
             yield
         finally:
-            for loop in app.state.loops.values():
-                loop.close()
+            registry.close()
             store.close()
 
     app = FastAPI(
@@ -57,9 +69,17 @@ def create_app(settings: Settings) -> FastAPI:
         generate_unique_id_function=_operation_id,
     )
     errors.install(app)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
     api = APIRouter()
     api.include_router(events_router)
+    api.include_router(admin_router)
     for prefix in API_PREFIXES:
         app.include_router(api, prefix=prefix)
         app.include_router(api, prefix="/loops/{loop}" + prefix)
+    app.include_router(loops_router)
     return app

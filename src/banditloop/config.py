@@ -8,19 +8,32 @@ model of a loop's settings; ``LoopConfig`` is the same, parsed, for use inside.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import isodate
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import BadRequest
+from .policy import DEFAULT_POLICY
 
 Aggregation = Literal["earliest", "sum", "average", "median", "min", "max"]
 LearningMode = Literal["Online", "Apprentice", "LoggingOnly"]
+
+
+class LoopDeclaration(BaseModel):
+    """A loop declared in the config file; its keys are (re)applied at every start."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    configuration: dict[str, Any] = Field(default_factory=dict)
+    policy: str | None = None
+    client_keys: list[str] = Field(default_factory=list)
+    admin_keys: list[str] = Field(default_factory=list)
 
 
 class Settings(BaseSettings):
@@ -45,7 +58,24 @@ class Settings(BaseSettings):
     app_id: str = Field("", description="Mixed into the sampling seed, as Azure's app ID was.")
     loop: dict[str, Any] = Field(
         default_factory=dict,
-        description="Initial service configuration of the default loop (Azure field names).",
+        description="Initial service configuration of every new loop (Azure field names).",
+    )
+    default_policy: str = Field(
+        DEFAULT_POLICY,
+        description="Policy of new loops and of DELETE /configurations/policy. Set it to "
+        "Azure's default for byte-for-byte compatibility.",
+    )
+    client_keys: list[str] = Field(
+        default_factory=list, description="Server-wide keys for Rank, Reward and Activate."
+    )
+    admin_keys: list[str] = Field(
+        default_factory=list, description="Server-wide keys for every endpoint."
+    )
+    loops: dict[str, LoopDeclaration] = Field(
+        default_factory=dict, description="Loops to create at start-up, by name."
+    )
+    retention_check_seconds: float = Field(
+        3600, gt=0, description="How often logs older than logRetentionDays are deleted."
     )
 
     @classmethod
@@ -69,39 +99,72 @@ def parse_duration(text: str, field: str) -> float:
         ) from None
     if isinstance(value, isodate.Duration):
         value = value.totimedelta(start=dt.datetime(2000, 1, 1))
-    seconds = value.total_seconds()
+    seconds = float(value.total_seconds())
     if seconds < 0:
         raise BadRequest(f"{field} must not be negative.", "InvalidServiceConfiguration")
     return seconds
 
 
-def format_duration(seconds: float) -> str:
-    return str(isodate.duration_isoformat(dt.timedelta(seconds=seconds)))
+CONFIG_CODE = "InvalidServiceConfiguration"
+MIN_REWARD_WAIT = 1.0  # Azure allowed 5 s; self-hosted users test with shorter windows
+MAX_REWARD_WAIT = 2 * 86400.0
+REWARD_SETTINGS = ("defaultReward", "rewardWaitTime", "rewardAggregation")
 
 
 class ServiceConfiguration(BaseModel):
-    """Azure Personalizer's ServiceConfiguration, field for field."""
+    """Azure Personalizer's ServiceConfiguration, field for field (durations as ISO-8601)."""
 
     model_config = ConfigDict(extra="ignore")
 
     rewardWaitTime: str = "PT10M"
-    defaultReward: float = Field(0.0, allow_inf_nan=False)
+    defaultReward: float = Field(0.0, ge=-1, le=1, allow_inf_nan=False)
     rewardAggregation: Aggregation = "earliest"
-    explorationPercentage: float = Field(0.2, ge=0, le=1)
+    explorationPercentage: float = Field(0.2, ge=0, le=1, allow_inf_nan=False)
     modelExportFrequency: str = "PT5S"
-    logRetentionDays: int = 90
+    logMirrorEnabled: bool | None = None
+    logMirrorSasUri: str | None = None
+    logRetentionDays: int = Field(90, ge=-1)
     lastConfigurationEditDate: dt.datetime | None = None
     learningMode: LearningMode = "Online"
     isAutoOptimizationEnabled: bool | None = False
     autoOptimizationFrequency: str | None = "P7D"
     autoOptimizationStartDate: dt.datetime | None = None
-    modelRetrainDays: int = 0
+    modelRetrainDays: int = Field(0, ge=0)
+    isInferenceExplainabilityEnabled: bool | None = False
 
-    @field_validator("rewardWaitTime", "modelExportFrequency")
-    @classmethod
-    def _duration(cls, v: str) -> str:
-        parse_duration(v, "duration")
-        return v
+    def check(self, previous: ServiceConfiguration | None = None) -> LoopConfig:
+        """Apply the original's rules; returns the parsed configuration."""
+        wait = parse_duration(self.rewardWaitTime, "rewardWaitTime")
+        if not MIN_REWARD_WAIT <= wait <= MAX_REWARD_WAIT:
+            raise BadRequest(
+                "Reward wait time should be between 1 second and 2 days.", "InvalidRewardWaitTime"
+            )
+        if parse_duration(self.modelExportFrequency, "modelExportFrequency") < 1:
+            raise BadRequest("modelExportFrequency must be at least 1 second.", CONFIG_CODE)
+        if self.autoOptimizationFrequency:
+            parse_duration(self.autoOptimizationFrequency, "autoOptimizationFrequency")
+        min_days = math.ceil(wait / 86400 + 1)
+        if self.logRetentionDays != -1 and self.logRetentionDays < min_days:
+            raise BadRequest(
+                "Log Retention Days must be -1 to store indefinitely or must be at least reward "
+                f"wait time plus 1 day (rounded up), here {min_days}.",
+                "InvalidLogRetentionDays",
+            )
+        if self.logRetentionDays != -1 and self.modelRetrainDays > self.logRetentionDays:
+            raise BadRequest(
+                "Model retrain days must be between 0 and the number of log retention days.",
+                "InvalidModelRetrainDays",
+            )
+        if previous is not None and previous.learningMode != self.learningMode:
+            changed = [f for f in REWARD_SETTINGS if getattr(self, f) != getattr(previous, f)]
+            if changed:
+                raise BadRequest(
+                    "Updating defaultReward, rewardWaitTime and rewardAggregation when changing "
+                    "learning mode is not allowed. Make the mode change and then change the "
+                    "additional settings with an additional API call.",
+                    "InvalidLearningModeServiceConfiguration",
+                )
+        return LoopConfig.from_wire(self)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ class FeatureError(BadRequest):
 
 def _clean(value: Any, depth: int, code: str) -> Any:
     """Return the value with ``_``-keys and nulls removed, or None if nothing is left."""
-    if isinstance(value, bool) or isinstance(value, str):
+    if isinstance(value, (bool, str)):
         return value
     if isinstance(value, int | float):
         if not math.isfinite(value):
@@ -60,7 +60,9 @@ def _clean(value: Any, depth: int, code: str) -> Any:
     raise FeatureError(f"Unsupported feature value of type {type(value).__name__}.", code)
 
 
-def clean_features(features: Iterable[Any] | None, code: str = "BadRequest") -> list[dict[str, Any]]:
+def clean_features(
+    features: Iterable[Any] | None, code: str = "BadRequest"
+) -> list[dict[str, Any]]:
     """Clean a Personalizer feature list (a list of objects)."""
     out: list[dict[str, Any]] = []
     for obj in features or ():
@@ -88,3 +90,14 @@ def context_object(
 
 def dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode()
+
+
+def context_has(example: dict[str, Any], path: list[str], value: Any) -> bool:
+    """Whether a logged example's context holds ``value`` at ``path`` (e.g. ["user", "id"])."""
+    for obj in example.get("FromUrl") or ():
+        node: Any = obj
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None and node == value and type(node) is type(value):
+            return True
+    return False

@@ -1,23 +1,27 @@
-"""One learning loop: its configuration, policy and trainer, and the Rank/Reward/Activate calls.
+"""One learning loop: its configuration, policy and trainer, and every call on it.
 
-This is the library API; the HTTP layer only translates to and from it.
+This is the library API; the HTTP layer and the CLI only translate to and from it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import math
+import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
+from . import vwcheck
 from .config import LoopConfig, ServiceConfiguration, Settings
 from .errors import BadRequest, Conflict
-from .policy import DEFAULT_POLICY, Policy, with_epsilon
+from .policy import Policy, check_arguments, with_epsilon
 from .ranking import plan, ranking
 from .sampling import sample_index, seed_for
 from .store.base import Decision, LoopRecord, Store
@@ -38,53 +42,55 @@ class RankInput:
     body_hash: str
 
 
-def check_event_id(event_id: str) -> None:
+def check_event_id(event_id: str, code: str = "BadRequest") -> None:
     if not event_id:
-        raise BadRequest("EventId should be non-empty or null.", "InvalidRankRequest")
+        raise BadRequest("EventId should be non-empty or null.", code)
     if len(event_id) > MAX_EVENT_ID:
-        raise BadRequest(f"EventId must be at most {MAX_EVENT_ID} characters.", "BadRequest")
+        raise BadRequest(f"EventId must be at most {MAX_EVENT_ID} characters.", code)
 
 
 def body_hash(body: Any) -> str:
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
+def iso(ts: float | None) -> str | None:
+    """A UTC timestamp as Azure wrote them: ``2022-10-25T23:14:43Z``."""
+    if ts is None:
+        return None
+    return (
+        dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    )
+
+
 class Loop:
     """A named loop; create with :meth:`open`, release with :meth:`close`."""
 
-    def __init__(self, name: str, store: Store, settings: Settings, record: LoopRecord) -> None:
-        self.name = name
+    def __init__(self, store: Store, settings: Settings, record: LoopRecord) -> None:
+        self.name = record.name
         self.store = store
         self.settings = settings
+        self.record = record
         self.wire = ServiceConfiguration.model_validate(record.config)
         self.config = LoopConfig.from_wire(self.wire)
-        self.policy_args = record.policy
-        latest = store.latest_model(name)
-        self.policy = Policy(
-            with_epsilon(self.policy_args, self.config.exploration),
-            latest.blob if latest else None,
-        )
+        latest = store.latest_model(self.name)
+        self.policy = Policy(self.effective_args(), latest.blob if latest else None)
         self.trainer = Trainer(
-            name,
+            self.name,
             store,
             policy=lambda: self.policy,
             config=lambda: self.config,
             checkpoint=latest.number if latest else 0,
             events_learned=latest.events_learned if latest else 0,
+            born=latest.born if latest else record.created,
             batch=settings.trainer_batch,
             poll=settings.trainer_poll_seconds,
         )
         self.trainer.recover()
+        self._admin = threading.Lock()  # one administrative change at a time
 
     @classmethod
-    def open(cls, name: str, store: Store, settings: Settings) -> Loop:
-        """Open a loop, creating it with the configured defaults if it is new."""
-        record = store.get_loop(name)
-        if record is None:
-            config = ServiceConfiguration.model_validate(settings.loop).model_dump(mode="json")
-            record = LoopRecord(name, config, DEFAULT_POLICY, time.time())
-            store.put_loop(record).result()
-        loop = cls(name, store, settings, record)
+    def open(cls, store: Store, settings: Settings, record: LoopRecord) -> Loop:
+        loop = cls(store, settings, record)
         loop.trainer.start()
         return loop
 
@@ -92,14 +98,20 @@ class Loop:
         self.trainer.stop()
         self.policy.close()
 
+    def effective_args(self) -> str:
+        """The policy arguments with ``--epsilon`` set from explorationPercentage."""
+        return with_epsilon(self.record.policy, self.config.exploration)
+
     @property
     def model_version(self) -> str:
         return str(self.trainer.checkpoint)
 
+    # -- client calls -------------------------------------------------------------
+
     async def rank(self, req: RankInput) -> bytes:
         """Choose an action, log the decision durably, and return the response body."""
         if req.event_id is not None:
-            check_event_id(req.event_id)
+            check_event_id(req.event_id, "InvalidRankRequest")
         p = plan(req.context_features, req.actions, req.excluded)
         event_id = req.event_id or uuid.uuid4().hex
         if self.config.learning_mode == "LoggingOnly" or len(p.vw_ids) == 1:
@@ -108,14 +120,25 @@ class Loop:
             pmf = self.policy.pmf(p.example)
         chosen = sample_index(pmf, seed_for(event_id, self.settings.app_id))
         response = orjson.dumps(
-            {"ranking": ranking(p, pmf, chosen), "eventId": event_id,
-             "rewardActionId": p.vw_ids[chosen]}
+            {
+                "ranking": ranking(p, pmf, chosen),
+                "eventId": event_id,
+                "rewardActionId": p.vw_ids[chosen],
+            }
         )
         now = time.time()
         decision = Decision(
-            loop=self.name, event_id=event_id, ts=now, close_at=now + self.config.reward_wait,
-            deferred=req.defer_activation, request_hash=req.body_hash, example=p.example,
-            action_ids=p.vw_ids, pmf=pmf, chosen=chosen, response=response,
+            loop=self.name,
+            event_id=event_id,
+            ts=now,
+            close_at=now + self.config.reward_wait,
+            deferred=req.defer_activation,
+            request_hash=req.body_hash,
+            example=p.example,
+            action_ids=p.vw_ids,
+            pmf=pmf,
+            chosen=chosen,
+            response=response,
             model_version=self.model_version,
         )
         existing = await asyncio.wrap_future(self.store.append_decision(decision))
@@ -129,18 +152,96 @@ class Loop:
         return existing.response
 
     async def reward(self, event_id: str, value: float) -> None:
-        check_event_id(event_id)
+        check_event_id(event_id, "InvalidRewardRequest")
         if not math.isfinite(value) or not -1.0 <= value <= 1.0:
-            raise BadRequest("Reward value must be a number between -1 and 1.",
-                             "InvalidRewardRequest")
+            raise BadRequest(
+                "Reward value must be a number between -1 and 1.", "InvalidRewardRequest"
+            )
         fut = self.store.append_reward(
             self.name, event_id, value, time.time(), self.config.aggregation == "earliest"
         )
         await asyncio.wrap_future(fut)
 
     async def activate(self, event_id: str) -> None:
-        check_event_id(event_id)
+        check_event_id(event_id, "InvalidEventIdToActivate")
         fut = self.store.append_activation(
             self.name, event_id, time.time(), self.config.aggregation == "earliest"
         )
         await asyncio.wrap_future(fut)
+
+    # -- administration (blocking: call from a worker thread) ------------------------
+
+    def service_configuration(self) -> dict[str, Any]:
+        return self.wire.model_dump(mode="json")
+
+    def update_configuration(self, new: ServiceConfiguration) -> dict[str, Any]:
+        """Validate and apply a configuration; takes effect at once, model kept."""
+        with self._admin:
+            config = new.check(self.wire)
+            new = new.model_copy(update={"lastConfigurationEditDate": dt.datetime.now(dt.UTC)})
+            self._persist(config=new.model_dump(mode="json"))
+            old = self.config
+            self.wire, self.config = new, config
+            if config.reward_wait != old.reward_wait:
+                self.store.reschedule(self.name, old.reward_wait, config.reward_wait).result()
+            if config.exploration != old.exploration:
+                self._swap(lambda: Policy(self.effective_args(), self.policy.save()))
+            return self.service_configuration()
+
+    def policy_contract(self) -> dict[str, str]:
+        return {"name": self.record.policy_name, "arguments": self.record.policy}
+
+    def update_policy(self, name: str, arguments: str) -> dict[str, str]:
+        """Switch to new policy arguments; a new policy starts a new (empty) model."""
+        check_arguments(arguments)
+        effective = with_epsilon(arguments, self.config.exploration)
+        vwcheck.check(effective)
+        with self._admin:
+            self._persist(policy_name=name, policy=arguments)
+            self._swap(lambda: Policy(effective), new_model=True)
+            return self.policy_contract()
+
+    def export_model(self) -> bytes:
+        """The current model file; the same bytes until the model learns again."""
+        with self._admin:
+            latest = self.store.latest_model(self.name)
+            if latest is None or self.trainer.dirty:
+                self.trainer.save()
+                latest = self.store.latest_model(self.name)
+            assert latest is not None
+            return latest.blob
+
+    def import_model(self, blob: bytes) -> None:
+        """Replace the model; the file is tried in a child process first."""
+        effective = self.effective_args()
+        vwcheck.check(effective, blob)
+        with self._admin:
+            self._swap(lambda: Policy(effective, blob), new_model=True, blob=blob)
+
+    def reset_model(self) -> None:
+        with self._admin:
+            self._swap(lambda: Policy(self.effective_args()), new_model=True)
+
+    def model_properties(self) -> dict[str, Any]:
+        latest = self.store.latest_model(self.name)
+        born = latest.born if latest else self.record.created
+        modified = latest.created if latest else self.record.created
+        return {"creationTime": iso(born), "lastModifiedTime": iso(modified)}
+
+    def logs_properties(self) -> dict[str, Any]:
+        rng = self.store.log_range(self.name)
+        return {"dateRange": {"from": iso(rng.first), "to": iso(rng.last)}}
+
+    def _persist(self, **changes: Any) -> None:
+        self.record = replace(self.record, **changes)
+        self.store.put_loop(self.record).result()
+
+    def _swap(
+        self, make: Callable[[], Policy], new_model: bool = False, blob: bytes | None = None
+    ) -> None:
+        """Make a new policy live between two trainer steps. Ranks in flight finish on
+        the old one, which is freed when they drop it."""
+        with self.trainer.lock:
+            self.policy = make()
+            if new_model:
+                self.trainer.save(blob=blob, born=time.time())

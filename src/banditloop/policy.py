@@ -26,16 +26,60 @@ MAX_ARGUMENTS_LENGTH = 1024
 
 # Options that read or write files, open sockets or change how the process runs.
 _FORBIDDEN = {
-    "-d", "--data", "-f", "--final_regressor", "-i", "--initial_regressor", "-c", "--cache",
-    "--cache_file", "--readable_model", "--invert_hash", "--daemon", "--port", "-p",
-    "--predictions", "-r", "--raw_predictions", "--pid_file", "--port_file", "--feature_mask",
-    "--save_per_pass", "--output_feature_regularizer_binary", "--output_feature_regularizer_text",
-    "--input_feature_regularizer", "--dictionary", "--dictionary_path", "--audit_regressor",
-    "--extra_metrics", "--json", "--dsjson", "--passes", "--help", "-h", "--onethread",
-    "--num_children", "--span_server", "--unique_id", "--total", "--node", "--sendto",
-    "--progress", "-P", "--flatbuffer", "--compressed", "--db", "--id",
-    "--preserve_performance_counters", "--kill_cache", "-k", "--no_stdin", "--version",
-    "--predict_only_model", "--log_output", "--limit_output",
+    "-d",
+    "--data",
+    "-f",
+    "--final_regressor",
+    "-i",
+    "--initial_regressor",
+    "-c",
+    "--cache",
+    "--cache_file",
+    "--readable_model",
+    "--invert_hash",
+    "--daemon",
+    "--port",
+    "-p",
+    "--predictions",
+    "-r",
+    "--raw_predictions",
+    "--pid_file",
+    "--port_file",
+    "--feature_mask",
+    "--save_per_pass",
+    "--output_feature_regularizer_binary",
+    "--output_feature_regularizer_text",
+    "--input_feature_regularizer",
+    "--dictionary",
+    "--dictionary_path",
+    "--audit_regressor",
+    "--extra_metrics",
+    "--json",
+    "--dsjson",
+    "--passes",
+    "--help",
+    "-h",
+    "--onethread",
+    "--num_children",
+    "--span_server",
+    "--unique_id",
+    "--total",
+    "--node",
+    "--sendto",
+    "--progress",
+    "-P",
+    "--flatbuffer",
+    "--compressed",
+    "--db",
+    "--id",
+    "--preserve_performance_counters",
+    "--kill_cache",
+    "-k",
+    "--no_stdin",
+    "--version",
+    "--predict_only_model",
+    "--log_output",
+    "--limit_output",
 }
 _EPSILON = re.compile(r"(--epsilon|-e)(=|\s+)\S+")
 
@@ -78,7 +122,7 @@ class Policy:
     def __init__(self, args: str, model: bytes | None = None) -> None:
         self.args = args
         self.lock = threading.Lock()
-        tokens = check_arguments(args) + ["--json", "--quiet"]
+        tokens = [*check_arguments(args), "--json", "--quiet"]
         self._ws = _workspace(tokens, model)
 
     def pmf(self, example: str) -> list[float]:
@@ -129,7 +173,9 @@ def _workspace(tokens: list[str], model: bytes | None) -> vowpalwabbit.Workspace
             fh.write(model)
         return _start([*tokens, "-i", path])
     except InvalidPolicy as ex:
-        raise BadRequest(f"Not a usable model file: {ex.message}", "InvalidModelImportFormat") from None
+        raise BadRequest(
+            f"Not a usable model file: {ex.message}", "InvalidModelImportFormat"
+        ) from None
     finally:
         os.unlink(path)
 

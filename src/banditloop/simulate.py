@@ -44,7 +44,11 @@ class NewsWorld:
         return Interaction({"user": user, "time_of_day": tod}, list(self.articles))
 
     def reward(self, it: Interaction, action: str) -> float:
-        return 1.0 if self.preferred[(it.context["user"], it.context["time_of_day"])] == action else 0.0
+        return (
+            1.0
+            if self.preferred[(it.context["user"], it.context["time_of_day"])] == action
+            else 0.0
+        )
 
     def best(self, it: Interaction) -> str:
         return self.preferred[(it.context["user"], it.context["time_of_day"])]
@@ -81,8 +85,9 @@ def run_http(
     total = 0.0
     recent: deque[float] = deque(maxlen=window)
     start = time.perf_counter()
-    with httpx.Client(base_url=base_url.rstrip("/") + "/personalizer/v1.0", headers=headers,
-                      timeout=30) as client:
+    with httpx.Client(
+        base_url=base_url.rstrip("/") + "/personalizer/v1.0", headers=headers, timeout=30
+    ) as client:
         for i in range(1, events + 1):
             it = world.next()
             resp = client.post("/rank", json=rank_body(it))
@@ -93,9 +98,12 @@ def run_http(
             total += r
             recent.append(r)
             if i % report_every == 0 or i == events:
-                echo(f"events {i:6d}  ctr {total / i:.3f}  last {len(recent)} ctr "
-                     f"{sum(recent) / len(recent):.3f}")
+                echo(
+                    f"events {i:6d}  ctr {total / i:.3f}  last {len(recent)} ctr "
+                    f"{sum(recent) / len(recent):.3f}"
+                )
             if pause:
                 time.sleep(pause)
-    return SimulationResult(events, total / events, sum(recent) / len(recent),
-                            time.perf_counter() - start)
+    return SimulationResult(
+        events, total / events, sum(recent) / len(recent), time.perf_counter() - start
+    )

@@ -41,6 +41,7 @@ class Trainer:
         config: Callable[[], LoopConfig],
         checkpoint: int,
         events_learned: int,
+        born: float,
         batch: int = 256,
         poll: float = 0.05,
     ) -> None:
@@ -50,13 +51,14 @@ class Trainer:
         self._config = config
         self.checkpoint = checkpoint  # number of the last saved model
         self.events_learned = events_learned
+        self.born = born  # when the current model's lineage started
         self.batch = batch
         self.poll = poll
         self.stats = TrainerStats(last_checkpoint=time.time())
         self._dirty = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()  # one step or checkpoint at a time
+        self.lock = threading.RLock()  # one step, checkpoint or model swap at a time
 
     def recover(self) -> int:
         """Forget marks of a checkpoint that never got saved; returns how many."""
@@ -64,7 +66,7 @@ class Trainer:
 
     def step(self, now: float | None = None) -> int:
         """Learn one batch of closed events; returns how many events it handled."""
-        with self._lock:
+        with self.lock:
             cfg = self._config()
             events = self.store.closed_events(self.loop, now or time.time(), self.batch)
             if not events:
@@ -86,17 +88,27 @@ class Trainer:
             self._dirty = True
             return len(events)
 
-    def save(self) -> int:
-        """Save the model as the next checkpoint; returns its number."""
-        with self._lock:
+    @property
+    def dirty(self) -> bool:
+        """Whether the live model has learned since the last checkpoint."""
+        return self._dirty
+
+    def save(self, blob: bytes | None = None, born: float | None = None) -> int:
+        """Save the model (or ``blob``, an imported file) as the next checkpoint.
+
+        ``born`` starts a new model lineage (import or reset)."""
+        with self.lock:
             policy = self._policy()
+            if born is not None:
+                self.born = born
             record = ModelRecord(
                 loop=self.loop,
                 number=self.checkpoint + 1,
                 created=time.time(),
-                blob=policy.save(),
+                blob=blob if blob is not None else policy.save(),
                 policy=policy.args,
                 events_learned=self.events_learned,
+                born=self.born,
             )
             self.store.save_model(record).result()
             self.checkpoint = record.number

@@ -27,9 +27,7 @@ class RankRequest(_Wire):
     eventId: str | None = Field(
         None, max_length=256, description="Generated when absent; seeds the sampling."
     )
-    deferActivation: bool | None = Field(
-        False, description="Learn only if the event is activated."
-    )
+    deferActivation: bool | None = Field(False, description="Learn only if the event is activated.")
 
 
 class RankedAction(_Wire):
@@ -44,9 +42,7 @@ class RankResponse(_Wire):
 
 
 class RewardRequest(_Wire):
-    value: float = Field(
-        allow_inf_nan=False, ge=-1, le=1, description="Reward, between -1 and 1."
-    )
+    value: float = Field(allow_inf_nan=False, ge=-1, le=1, description="Reward, between -1 and 1.")
 
 
 class ErrorDetail(_Wire):

@@ -53,7 +53,11 @@ class ClosedEvent:
 
 @dataclass(frozen=True)
 class ModelRecord:
-    """A saved model: checkpoint ``number`` covers every event marked with it or lower."""
+    """A saved model: checkpoint ``number`` covers every event marked with it or lower.
+
+    ``born`` is when this model's lineage started (first save, import or reset);
+    ``created`` is when this checkpoint was written.
+    """
 
     loop: str
     number: int
@@ -61,14 +65,25 @@ class ModelRecord:
     blob: bytes
     policy: str
     events_learned: int
+    born: float
 
 
 @dataclass(frozen=True)
 class LoopRecord:
+    """A loop's persistent settings: Azure service configuration, policy, key hashes."""
+
     name: str
     config: dict[str, Any]
+    policy_name: str
     policy: str
     created: float
+    key_hashes: dict[str, list[str]] = field(default_factory=dict)  # role -> sha256 hex
+
+
+@dataclass(frozen=True)
+class LogRange:
+    first: float | None
+    last: float | None
 
 
 class Store(Protocol):
@@ -98,6 +113,22 @@ class Store(Protocol):
 
     def get_loop(self, name: str) -> LoopRecord | None: ...
 
+    def list_loops(self) -> list[LoopRecord]: ...
+
     def put_loop(self, rec: LoopRecord) -> Future[None]: ...
+
+    def delete_loop(self, name: str) -> Future[None]: ...
+
+    def log_range(self, loop: str) -> LogRange: ...
+
+    def delete_logs(
+        self,
+        loop: str,
+        before: float | None = None,
+        event_id: str | None = None,
+        feature: tuple[list[str], Any] | None = None,
+    ) -> Future[int]: ...
+
+    def reschedule(self, loop: str, old_wait: float, new_wait: float) -> Future[None]: ...
 
     def close(self) -> None: ...

@@ -22,7 +22,8 @@ import orjson
 import sqlite_utils
 
 from ..errors import Unavailable
-from .base import ClosedEvent, Decision, LoopRecord, ModelRecord
+from ..featurize import context_has
+from .base import ClosedEvent, Decision, LogRange, LoopRecord, ModelRecord
 
 log = logging.getLogger(__name__)
 migrations = sqlite_utils.Migrations("banditloop")
@@ -34,8 +35,8 @@ _STOP = object()
 def m001_initial(db: sqlite_utils.Database) -> None:
     db.execute(
         """CREATE TABLE loops (
-            name TEXT PRIMARY KEY, config TEXT NOT NULL, policy TEXT NOT NULL,
-            created REAL NOT NULL)"""
+            name TEXT PRIMARY KEY, config TEXT NOT NULL, policy_name TEXT NOT NULL,
+            policy TEXT NOT NULL, key_hashes TEXT NOT NULL, created REAL NOT NULL)"""
     )
     db.execute(
         """CREATE TABLE decisions (
@@ -47,9 +48,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
             model_version TEXT NOT NULL, learned_in INTEGER,
             UNIQUE (loop, event_id))"""
     )
-    db.execute(
-        "CREATE INDEX decisions_open ON decisions (loop, close_at) WHERE learned_in IS NULL"
-    )
+    db.execute("CREATE INDEX decisions_open ON decisions (loop, close_at) WHERE learned_in IS NULL")
     db.execute("CREATE INDEX decisions_ts ON decisions (loop, ts)")
     db.execute(
         """CREATE TABLE rewards (
@@ -67,7 +66,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         """CREATE TABLE models (
             loop TEXT NOT NULL, number INTEGER NOT NULL, created REAL NOT NULL,
             blob BLOB NOT NULL, policy TEXT NOT NULL, events_learned INTEGER NOT NULL,
-            PRIMARY KEY (loop, number))"""
+            born REAL NOT NULL, PRIMARY KEY (loop, number))"""
     )
 
 
@@ -94,12 +93,35 @@ _DECISION_COLS = (
 
 
 def _decision(row: sqlite3.Row | tuple[Any, ...]) -> Decision:
-    (seq, loop, event_id, ts, close_at, deferred, rhash, example, ids, pmf, chosen, _p,
-     response, version) = row
+    (
+        seq,
+        loop,
+        event_id,
+        ts,
+        close_at,
+        deferred,
+        rhash,
+        example,
+        ids,
+        pmf,
+        chosen,
+        _p,
+        response,
+        version,
+    ) = row
     return Decision(
-        loop=loop, event_id=event_id, ts=ts, close_at=close_at, deferred=bool(deferred),
-        request_hash=rhash, example=example, action_ids=orjson.loads(ids),
-        pmf=orjson.loads(pmf), chosen=chosen, response=bytes(response), model_version=version,
+        loop=loop,
+        event_id=event_id,
+        ts=ts,
+        close_at=close_at,
+        deferred=bool(deferred),
+        request_hash=rhash,
+        example=example,
+        action_ids=orjson.loads(ids),
+        pmf=orjson.loads(pmf),
+        chosen=chosen,
+        response=bytes(response),
+        model_version=version,
         seq=seq,
     )
 
@@ -200,9 +222,19 @@ class SqliteStore:
     def append_decision(self, d: Decision) -> Future[Decision | None]:
         """Log a decision; if its event ID is taken, the future holds the stored one."""
         row = (
-            d.loop, d.event_id, d.ts, d.close_at, int(d.deferred), d.request_hash, d.example,
-            orjson.dumps(d.action_ids).decode(), orjson.dumps(d.pmf).decode(), d.chosen,
-            d.probability, d.response, d.model_version,
+            d.loop,
+            d.event_id,
+            d.ts,
+            d.close_at,
+            int(d.deferred),
+            d.request_hash,
+            d.example,
+            orjson.dumps(d.action_ids).decode(),
+            orjson.dumps(d.pmf).decode(),
+            d.chosen,
+            d.probability,
+            d.response,
+            d.model_version,
         )
 
         def job(conn: sqlite3.Connection) -> Decision | None:
@@ -262,10 +294,14 @@ class SqliteStore:
         return self.submit(job)
 
     def get_decision(self, loop: str, event_id: str) -> Decision | None:
-        row = self._reader().execute(
-            f"SELECT seq, {_DECISION_COLS} FROM decisions WHERE loop=? AND event_id=?",
-            (loop, event_id),
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute(
+                f"SELECT seq, {_DECISION_COLS} FROM decisions WHERE loop=? AND event_id=?",
+                (loop, event_id),
+            )
+            .fetchone()
+        )
         return _decision(row) if row else None
 
     def closed_events(self, loop: str, now: float, limit: int) -> list[ClosedEvent]:
@@ -300,8 +336,14 @@ class SqliteStore:
             conn.execute("COMMIT")
         return [
             ClosedEvent(
-                seq=seq, event_id=eid, ts=ts, deferred=bool(deferred), example=example,
-                chosen=chosen, probability=p, rewards=rewards.get(eid, []),
+                seq=seq,
+                event_id=eid,
+                ts=ts,
+                deferred=bool(deferred),
+                example=example,
+                chosen=chosen,
+                probability=p,
+                rewards=rewards.get(eid, []),
                 activations=activations.get(eid, []),
             )
             for seq, eid, ts, deferred, example, chosen, p in rows
@@ -332,9 +374,13 @@ class SqliteStore:
         return self.submit(job)
 
     def count_learned(self, loop: str) -> int:
-        row = self._reader().execute(
-            "SELECT count(*) FROM decisions WHERE loop=? AND learned_in IS NOT NULL", (loop,)
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute(
+                "SELECT count(*) FROM decisions WHERE loop=? AND learned_in IS NOT NULL", (loop,)
+            )
+            .fetchone()
+        )
         return int(row[0])
 
     # -- models and loops -----------------------------------------------------------
@@ -342,10 +388,17 @@ class SqliteStore:
     def save_model(self, model: ModelRecord, keep: int = 3) -> Future[None]:
         def job(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO models (loop, number, created, blob, policy, events_learned) "
-                "VALUES (?,?,?,?,?,?)",
-                (model.loop, model.number, model.created, model.blob, model.policy,
-                 model.events_learned),
+                "INSERT INTO models (loop, number, created, blob, policy, events_learned, born) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (
+                    model.loop,
+                    model.number,
+                    model.created,
+                    model.blob,
+                    model.policy,
+                    model.events_learned,
+                    model.born,
+                ),
             )
             conn.execute(
                 "DELETE FROM models WHERE loop=? AND number<=?", (model.loop, model.number - keep)
@@ -354,27 +407,124 @@ class SqliteStore:
         return self.submit(job)
 
     def latest_model(self, loop: str) -> ModelRecord | None:
-        row = self._reader().execute(
-            "SELECT loop, number, created, blob, policy, events_learned FROM models "
-            "WHERE loop=? ORDER BY number DESC LIMIT 1",
-            (loop,),
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute(
+                "SELECT loop, number, created, blob, policy, events_learned, born FROM models "
+                "WHERE loop=? ORDER BY number DESC LIMIT 1",
+                (loop,),
+            )
+            .fetchone()
+        )
         if row is None:
             return None
-        return ModelRecord(row[0], row[1], row[2], bytes(row[3]), row[4], row[5])
+        return ModelRecord(row[0], row[1], row[2], bytes(row[3]), row[4], row[5], row[6])
+
+    _LOOP_COLS = "name, config, policy_name, policy, created, key_hashes"
+
+    @staticmethod
+    def _loop(row: tuple[Any, ...]) -> LoopRecord:
+        return LoopRecord(
+            row[0], orjson.loads(row[1]), row[2], row[3], row[4], orjson.loads(row[5])
+        )
 
     def get_loop(self, name: str) -> LoopRecord | None:
-        row = self._reader().execute(
-            "SELECT name, config, policy, created FROM loops WHERE name=?", (name,)
-        ).fetchone()
-        return LoopRecord(row[0], orjson.loads(row[1]), row[2], row[3]) if row else None
+        row = (
+            self._reader()
+            .execute(f"SELECT {self._LOOP_COLS} FROM loops WHERE name=?", (name,))
+            .fetchone()
+        )
+        return self._loop(row) if row else None
+
+    def list_loops(self) -> list[LoopRecord]:
+        rows = self._reader().execute(f"SELECT {self._LOOP_COLS} FROM loops ORDER BY name")
+        return [self._loop(r) for r in rows]
 
     def put_loop(self, rec: LoopRecord) -> Future[None]:
+        row = (
+            rec.name,
+            orjson.dumps(rec.config).decode(),
+            rec.policy_name,
+            rec.policy,
+            rec.created,
+            orjson.dumps(rec.key_hashes).decode(),
+        )
+
         def job(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO loops (name, config, policy, created) VALUES (?,?,?,?) "
-                "ON CONFLICT (name) DO UPDATE SET config=excluded.config, policy=excluded.policy",
-                (rec.name, orjson.dumps(rec.config).decode(), rec.policy, rec.created),
+                f"INSERT INTO loops ({self._LOOP_COLS}) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT (name) DO UPDATE SET config=excluded.config, "
+                "policy_name=excluded.policy_name, policy=excluded.policy, "
+                "key_hashes=excluded.key_hashes",
+                row,
+            )
+
+        return self.submit(job)
+
+    def delete_loop(self, name: str) -> Future[None]:
+        """Remove a loop and everything logged or learned for it."""
+
+        def job(conn: sqlite3.Connection) -> None:
+            for table in ("decisions", "rewards", "activations", "models"):
+                conn.execute(f"DELETE FROM {table} WHERE loop=?", (name,))
+            conn.execute("DELETE FROM loops WHERE name=?", (name,))
+
+        return self.submit(job)
+
+    # -- log administration -----------------------------------------------------------
+
+    def log_range(self, loop: str) -> LogRange:
+        first, last = (
+            self._reader()
+            .execute("SELECT min(ts), max(ts) FROM decisions WHERE loop=?", (loop,))
+            .fetchone()
+        )
+        return LogRange(first, last)
+
+    def delete_logs(
+        self,
+        loop: str,
+        before: float | None = None,
+        event_id: str | None = None,
+        feature: tuple[list[str], Any] | None = None,
+    ) -> Future[int]:
+        """Delete decisions (with their rewards and activations): all of them, those
+        older than ``before``, one event, or those whose context has a feature value."""
+        if feature is not None:
+            path, value = feature
+            ids = [
+                eid
+                for eid, example in self._reader().execute(
+                    "SELECT event_id, example FROM decisions WHERE loop=?", (loop,)
+                )
+                if context_has(orjson.loads(example), path, value)
+            ]
+            where = "event_id IN (SELECT value FROM json_each(?))"
+            args: list[Any] = [orjson.dumps(ids).decode()]
+        elif event_id is not None:
+            where, args = "event_id=?", [event_id]
+        elif before is not None:
+            where, args = "ts<?", [before]  # rewards older than the cutoff, orphans included
+        else:
+            where, args = "1", []
+
+        def job(conn: sqlite3.Connection) -> int:
+            n = conn.execute(f"DELETE FROM decisions WHERE loop=? AND {where}", (loop, *args))
+            for table in ("rewards", "activations"):
+                conn.execute(f"DELETE FROM {table} WHERE loop=? AND {where}", (loop, *args))
+            return int(n.rowcount)
+
+        return self.submit(job)
+
+    def reschedule(self, loop: str, old_wait: float, new_wait: float) -> Future[None]:
+        """Move the close time of open events to a new reward wait time."""
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                """UPDATE decisions SET close_at = CASE
+                     WHEN close_at >= ts + ? - 1e-6 THEN ts + ? ELSE min(close_at, ts + ?) END
+                   WHERE loop=? AND learned_in IS NULL""",
+                (old_wait, new_wait, new_wait, loop),
             )
 
         return self.submit(job)

@@ -1,0 +1,218 @@
+"""Administration endpoints of one loop: configuration, policy, model, logs."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Query, Request
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from ..config import ServiceConfiguration
+from ..errors import BadRequest
+from .deps import AdminLoop
+from .schemas import ERROR_RESPONSES
+
+router = APIRouter(responses=ERROR_RESPONSES)
+MAX_MODEL_BYTES = 512 << 20
+
+
+class PolicyContract(BaseModel):
+    name: str = Field(max_length=256)
+    arguments: str = Field(max_length=1024)
+
+
+class DateRange(BaseModel):
+    from_: str | None = Field(None, alias="from")
+    to: str | None = None
+
+
+class LogsProperties(BaseModel):
+    dateRange: DateRange
+
+
+class ModelProperties(BaseModel):
+    creationTime: str | None = None
+    lastModifiedTime: str | None = None
+
+
+class ForgetRequest(BaseModel):
+    """Delete every event whose context has ``feature`` equal to ``value``."""
+
+    feature: str | list[str] = Field(
+        description='Path of a context feature: "userId", "user.id" or ["user", "id"].'
+    )
+    value: str | float | bool = Field(description="The value to match exactly.")
+
+
+class Deleted(BaseModel):
+    deleted: int
+
+
+@router.get("/configurations/service", response_model=ServiceConfiguration, tags=["admin"])
+async def get_service_configuration(loop: AdminLoop) -> dict[str, Any]:
+    """The loop's service configuration."""
+    return loop.service_configuration()
+
+
+@router.put("/configurations/service", response_model=ServiceConfiguration, tags=["admin"])
+async def update_service_configuration(
+    config: ServiceConfiguration, loop: AdminLoop
+) -> dict[str, Any]:
+    """Replace the service configuration; it takes effect at once."""
+    return await run_in_threadpool(loop.update_configuration, config)
+
+
+@router.get("/configurations/policy", response_model=PolicyContract, tags=["admin"])
+async def get_policy(loop: AdminLoop) -> dict[str, str]:
+    """The loop's learning policy (VW arguments)."""
+    return loop.policy_contract()
+
+
+@router.put("/configurations/policy", response_model=PolicyContract, tags=["admin"])
+async def update_policy(policy: PolicyContract, loop: AdminLoop) -> dict[str, str]:
+    """Set new VW arguments, checked by starting VW with them; starts a new model."""
+    return await run_in_threadpool(loop.update_policy, policy.name, policy.arguments)
+
+
+@router.delete("/configurations/policy", response_model=PolicyContract, tags=["admin"])
+async def reset_policy(loop: AdminLoop) -> dict[str, str]:
+    """Go back to the default policy (returned), with a new model."""
+    args = loop.settings.default_policy
+    return await run_in_threadpool(loop.update_policy, loop.name, args)
+
+
+@router.get(
+    "/model",
+    tags=["admin"],
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "Model file."}},
+)
+async def get_model(
+    loop: AdminLoop, signed: Annotated[bool, Query(description="Zip with a digest.")] = False
+) -> Response:
+    """The model as a VW model file, or with `signed=true` a zip that PUT /model accepts."""
+    blob = await run_in_threadpool(loop.export_model)
+    if signed:
+        return Response(
+            signed_archive(blob),
+            media_type="application/zip",
+            headers={"Content-Disposition": "attachment; filename=model.zip"},
+        )
+    return Response(
+        blob,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": "attachment; filename=model.vw"},
+    )
+
+
+@router.put(
+    "/model",
+    status_code=204,
+    tags=["admin"],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
+async def import_model(request: Request, loop: AdminLoop) -> Response:
+    """Replace the model with a VW model file (or a zip from GET /model?signed=true)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_MODEL_BYTES:
+            raise BadRequest("The model file is too large.", "PayloadSizeExceeded")
+    await run_in_threadpool(loop.import_model, unpack_model(bytes(body)))
+    return Response(status_code=204)
+
+
+@router.delete("/model", status_code=204, tags=["admin"])
+async def reset_model(loop: AdminLoop) -> Response:
+    """Start over with an empty model, which ranks uniformly."""
+    await run_in_threadpool(loop.reset_model)
+    return Response(status_code=204)
+
+
+@router.get("/model/properties", response_model=ModelProperties, tags=["admin"])
+async def model_properties(loop: AdminLoop) -> dict[str, Any]:
+    """When the model was created (reset or imported) and last saved."""
+    return await run_in_threadpool(loop.model_properties)
+
+
+@router.get(
+    "/logs/properties", response_model=LogsProperties, tags=["admin"], response_model_by_alias=True
+)
+async def logs_properties(loop: AdminLoop) -> dict[str, Any]:
+    """The time range of the logged events."""
+    return await run_in_threadpool(loop.logs_properties)
+
+
+@router.delete("/logs", status_code=204, tags=["admin"])
+async def delete_logs(loop: AdminLoop) -> Response:
+    """Delete every logged decision, reward and activation of the loop."""
+    await run_in_threadpool(lambda: loop.store.delete_logs(loop.name).result())
+    return Response(status_code=204)
+
+
+@router.delete("/logs/events/{eventId}", response_model=Deleted, tags=["admin", "extension"])
+async def delete_event(
+    eventId: Annotated[str, Path(max_length=256)], loop: AdminLoop
+) -> dict[str, int]:
+    """Extension: delete what was logged for one event ID."""
+    n = await run_in_threadpool(
+        lambda: loop.store.delete_logs(loop.name, event_id=eventId).result()
+    )
+    return {"deleted": n}
+
+
+@router.post("/logs/forget", response_model=Deleted, tags=["admin", "extension"])
+async def forget(request: Annotated[ForgetRequest, Body()], loop: AdminLoop) -> dict[str, int]:
+    """Extension: delete every event whose context has a feature value (e.g. a user ID)."""
+    path = request.feature if isinstance(request.feature, list) else request.feature.split(".")
+    if not path or not all(path):
+        raise BadRequest('feature must name a context feature, e.g. "user.id".')
+    n = await run_in_threadpool(
+        lambda: loop.store.delete_logs(loop.name, feature=(path, request.value)).result()
+    )
+    return {"deleted": n}
+
+
+def signed_archive(blob: bytes) -> bytes:
+    """A zip of the model with its SHA-512 digest (``signer.der`` empty: no certificate)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("model.vw", blob)
+        zf.writestr("sha512_signature.bin", hashlib.sha512(blob).digest())
+        zf.writestr("signer.der", b"")
+    return out.getvalue()
+
+
+def unpack_model(body: bytes) -> bytes:
+    """The model file from an upload: raw VW bytes, or model.vw from a signed zip."""
+    if not body:
+        raise BadRequest("The request has no model file.", "InvalidModelImportFormat")
+    if not body.startswith(b"PK\x03\x04"):
+        return body
+    try:
+        with zipfile.ZipFile(io.BytesIO(body)) as zf:
+            blob = zf.read("model.vw")
+            names = set(zf.namelist())
+            signer = zf.read("signer.der") if "signer.der" in names else None
+            digest = zf.read("sha512_signature.bin") if "sha512_signature.bin" in names else None
+    except (zipfile.BadZipFile, KeyError) as ex:
+        raise BadRequest(f"Not a model archive: {ex}", "InvalidModelImportFormat") from None
+    # Our own archives carry a digest; a certificate signature (Azure's) cannot be
+    # checked here, and the model is validated by loading it in any case.
+    if signer == b"" and digest != hashlib.sha512(blob).digest():
+        raise BadRequest(
+            "The model archive's digest does not match model.vw.", "InvalidModelImportSignature"
+        )
+    return blob

@@ -1,0 +1,135 @@
+"""The loops a server hosts: opened at start, created and deleted at run time.
+
+Also owns the server-wide keyring and the retention job, which deletes logs
+older than each loop's ``logRetentionDays``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+
+from .auth import ADMIN, CLIENT, keyring
+from .config import ServiceConfiguration, Settings
+from .errors import BadRequest, NotFound
+from .loop import Loop
+from .policy import check_arguments
+from .store.base import LoopRecord, Store
+
+log = logging.getLogger(__name__)
+DEFAULT_LOOP = "default"
+LOOP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def check_name(name: str) -> None:
+    if not LOOP_NAME.match(name):
+        raise BadRequest(
+            "Loop names are 1 to 64 letters, digits, '-' or '_', starting with a letter or digit."
+        )
+
+
+class Registry:
+    """Owns every open Loop; all changes to the set of loops go through here."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.keys = keyring(settings.client_keys, settings.admin_keys)
+        self.loops: dict[str, Loop] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._retention: threading.Thread | None = None
+
+    def open(self) -> None:
+        """Open stored loops, then create or re-key the declared ones and the default."""
+        for rec in self.store.list_loops():
+            self.loops[rec.name] = Loop.open(self.store, self.settings, rec)
+        for name in {DEFAULT_LOOP, *self.settings.loops}:
+            decl = self.settings.loops.get(name)
+            check_name(name)
+            keys = keyring(decl.client_keys, decl.admin_keys) if decl else {}
+            if name not in self.loops:
+                self.create(
+                    name, decl.configuration if decl else None, decl.policy if decl else None, keys
+                )
+            elif decl and keys != self.loops[name].record.key_hashes:
+                self.loops[name]._persist(key_hashes=keys)
+        self._retention = threading.Thread(target=self._retain, name="retention", daemon=True)
+        self._retention.start()
+
+    def get(self, name: str) -> Loop:
+        loop = self.loops.get(name)
+        if loop is None:
+            raise NotFound(f"Loop {name} does not exist.")
+        return loop
+
+    def create(
+        self,
+        name: str,
+        configuration: dict[str, object] | None = None,
+        policy: str | None = None,
+        key_hashes: dict[str, list[str]] | None = None,
+    ) -> tuple[Loop, bool]:
+        """Create a loop (or return the existing one); True when it was created."""
+        check_name(name)
+        with self._lock:
+            if name in self.loops:
+                return self.loops[name], False
+            wire = ServiceConfiguration.model_validate(
+                {**self.settings.loop, **(configuration or {})}
+            )
+            wire.check()
+            args = policy or self.settings.default_policy
+            check_arguments(args)
+            rec = LoopRecord(
+                name=name,
+                config=wire.model_dump(mode="json"),
+                policy_name=name,
+                policy=args,
+                created=time.time(),
+                key_hashes=key_hashes or {CLIENT: [], ADMIN: []},
+            )
+            self.store.put_loop(rec).result()
+            loop = Loop.open(self.store, self.settings, rec)
+            self.loops[name] = loop
+            return loop, True
+
+    def delete(self, name: str) -> None:
+        """Stop a loop and delete its configuration, model and logs."""
+        if name == DEFAULT_LOOP:
+            raise BadRequest("The default loop cannot be deleted; DELETE its logs instead.")
+        with self._lock:
+            loop = self.get(name)
+            loop.close()
+            del self.loops[name]
+            self.store.delete_loop(name).result()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._retention is not None:
+            self._retention.join()
+        for loop in self.loops.values():
+            loop.close()
+
+    def apply_retention(self, now: float | None = None) -> int:
+        """Delete logs older than each loop's retention; returns how many events."""
+        now = now or time.time()
+        deleted = 0
+        for loop in list(self.loops.values()):
+            days = loop.wire.logRetentionDays
+            if days >= 0:
+                deleted += loop.store.delete_logs(loop.name, before=now - days * 86400).result()
+        return deleted
+
+    def _retain(self) -> None:
+        delay = min(60.0, self.settings.retention_check_seconds)  # first run soon after start
+        while not self._stop.wait(delay):
+            delay = self.settings.retention_check_seconds
+            try:
+                n = self.apply_retention()
+                if n:
+                    log.info("retention deleted %d events", n)
+            except Exception:
+                log.exception("retention job failed")
