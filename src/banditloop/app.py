@@ -18,6 +18,7 @@ from .api.loops import router as loops_router
 from .config import Settings
 from .registry import Registry
 from .store import SqliteStore
+from .store.lock import DataDirLock
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def _operation_id(route: APIRoute) -> str:
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        lock = DataDirLock(settings.data_dir).acquire()
         store = SqliteStore(settings.data_dir, settings.sqlite_synchronous)
         registry = Registry(store, settings)
         try:
@@ -60,6 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             registry.close()
             store.close()
+            lock.release()
 
     app = FastAPI(
         title="banditloop",

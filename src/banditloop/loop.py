@@ -89,9 +89,10 @@ class Loop:
         self._admin = threading.Lock()  # one administrative change at a time
 
     @classmethod
-    def open(cls, store: Store, settings: Settings, record: LoopRecord) -> Loop:
+    def open(cls, store: Store, settings: Settings, record: LoopRecord, train: bool = True) -> Loop:
         loop = cls(store, settings, record)
-        loop.trainer.start()
+        if train:
+            loop.trainer.start()
         return loop
 
     def close(self) -> None:

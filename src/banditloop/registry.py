@@ -33,8 +33,9 @@ def check_name(name: str) -> None:
 class Registry:
     """Owns every open Loop; all changes to the set of loops go through here."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, train: bool = True) -> None:
         self.store = store
+        self.train = train  # False for offline tools working on a data directory
         self.settings = settings
         self.keys = keyring(settings.client_keys, settings.admin_keys)
         self.loops: dict[str, Loop] = {}
@@ -45,7 +46,7 @@ class Registry:
     def open(self) -> None:
         """Open stored loops, then create or re-key the declared ones and the default."""
         for rec in self.store.list_loops():
-            self.loops[rec.name] = Loop.open(self.store, self.settings, rec)
+            self.loops[rec.name] = Loop.open(self.store, self.settings, rec, self.train)
         for name in {DEFAULT_LOOP, *self.settings.loops}:
             decl = self.settings.loops.get(name)
             check_name(name)
@@ -56,8 +57,9 @@ class Registry:
                 )
             elif decl and keys != self.loops[name].record.key_hashes:
                 self.loops[name]._persist(key_hashes=keys)
-        self._retention = threading.Thread(target=self._retain, name="retention", daemon=True)
-        self._retention.start()
+        if self.train:
+            self._retention = threading.Thread(target=self._retain, name="retention", daemon=True)
+            self._retention.start()
 
     def get(self, name: str) -> Loop:
         loop = self.loops.get(name)
@@ -92,7 +94,7 @@ class Registry:
                 key_hashes=key_hashes or {CLIENT: [], ADMIN: []},
             )
             self.store.put_loop(rec).result()
-            loop = Loop.open(self.store, self.settings, rec)
+            loop = Loop.open(self.store, self.settings, rec, self.train)
             self.loops[name] = loop
             return loop, True
 
