@@ -5,8 +5,11 @@ The object is ``{"FromUrl": contextFeatures, "_multi": [{"_tag": id, "i":
 hashes it, so our models, exported DSJSON logs and models imported from Azure
 mean the same features.  We only clean the input first: keys starting with
 ``_`` are dropped (VW gives some of them meaning: labels, ``_multi``, ``_text``),
-nulls are dropped, and anything but strings, finite numbers, booleans, nested
-objects and arrays of numbers is refused.  What is left is serialised by orjson,
+nulls are dropped, a namespace (an object or a numeric array) whose name
+starts with a non-ASCII character gets a ``~`` in front (VW would corrupt its
+memory on it), and anything but valid Unicode text, finite 32-bit numbers,
+booleans, nested objects and arrays of numbers is refused.  What is left is
+serialised by orjson,
 so no byte of a feature can become JSON structure: a feature can never add a
 namespace, a label or an example.
 """
@@ -21,7 +24,9 @@ import orjson
 
 from .errors import BadRequest
 
+FLOAT32_MAX = 3.4028234663852886e38  # VW keeps feature values as 32-bit floats
 MAX_DEPTH = 4  # objects nested below a feature list; VW's namespaces are one level deep
+NAMESPACE_ESCAPE = "~"  # prefixed to namespace names that start with a non-ASCII character
 NON_NUMBER_ARRAY = "Features should not contain array with non-number items."
 
 
@@ -29,14 +34,31 @@ class FeatureError(BadRequest):
     """Raised when a feature value has a shape Personalizer does not accept."""
 
 
+def check_text(value: str, code: str) -> str:
+    """Refuse strings with lone surrogates: JSON can carry them, UTF-8 cannot."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise FeatureError("Text in the request must be valid Unicode.", code) from None
+    return value
+
+
+def _number(value: float, code: str) -> float:
+    if isinstance(value, int) and not -(1 << 63) <= value < (1 << 64):
+        raise FeatureError("Integer feature values must fit in 64 bits.", code)
+    if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+        raise FeatureError("Feature values must be finite numbers within 32-bit range.", code)
+    return value
+
+
 def _clean(value: Any, depth: int, code: str) -> Any:
     """Return the value with ``_``-keys and nulls removed, or None if nothing is left."""
-    if isinstance(value, (bool, str)):
+    if isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return check_text(value, code)
     if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise FeatureError("Feature values must be finite numbers.", code)
-        return value
+        return _number(value, code)
     if isinstance(value, dict):
         if depth >= MAX_DEPTH:
             raise FeatureError(f"Features may nest at most {MAX_DEPTH} objects deep.", code)
@@ -44,16 +66,21 @@ def _clean(value: Any, depth: int, code: str) -> Any:
         for k, v in value.items():
             if k.startswith("_") or v is None:
                 continue
+            check_text(k, code)
             cleaned = _clean(v, depth + 1, code)
-            if cleaned is not None:
-                out[k] = cleaned
+            if cleaned is None:
+                continue
+            if isinstance(cleaned, dict | list) and k and ord(k[0]) > 0x7F:
+                # VW indexes namespaces by their first byte as a signed char: a
+                # non-ASCII first byte corrupts its memory. Give it an ASCII one.
+                k = NAMESPACE_ESCAPE + k
+            out[k] = cleaned
         return out or None
     if isinstance(value, list):
         for item in value:
             if isinstance(item, bool) or not isinstance(item, int | float):
                 raise FeatureError(NON_NUMBER_ARRAY, code)
-            if not math.isfinite(item):
-                raise FeatureError("Feature values must be finite numbers.", code)
+            _number(item, code)
         return value or None
     if value is None:
         return None

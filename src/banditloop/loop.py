@@ -21,6 +21,7 @@ import orjson
 from . import vwcheck
 from .config import LoopConfig, ServiceConfiguration, Settings
 from .errors import BadRequest, Conflict
+from .featurize import check_text
 from .policy import Policy, check_arguments, with_epsilon
 from .ranking import plan, ranking
 from .sampling import sample_index, seed_for
@@ -43,6 +44,7 @@ class RankInput:
 
 
 def check_event_id(event_id: str, code: str = "BadRequest") -> None:
+    check_text(event_id, code)
     if not event_id:
         raise BadRequest("EventId should be non-empty or null.", code)
     if len(event_id) > MAX_EVENT_ID:
@@ -50,7 +52,14 @@ def check_event_id(event_id: str, code: str = "BadRequest") -> None:
 
 
 def body_hash(body: Any) -> str:
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+    """Identity of a Rank body, to tell a retry from a reuse of its event ID."""
+    try:
+        data = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as ex:  # lone surrogates, integers beyond 64 bits
+        raise BadRequest(
+            f"The request cannot be represented: {ex}.", "InvalidRankRequest"
+        ) from None
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 def iso(ts: float | None) -> str | None:

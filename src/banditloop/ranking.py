@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import BadRequest
-from .featurize import clean_features, context_object, dumps
+from .featurize import check_text, clean_features, context_object, dumps
 
 CODE = "InvalidRankRequest"
 
@@ -34,7 +34,7 @@ def plan(
     """Validate a rank request as the original did and build its VW example."""
     if not 1 <= len(actions) <= max_actions:
         raise BadRequest(f"Action count should be between 1 and {max_actions}.", CODE)
-    ids = [a for a, _ in actions]
+    ids = [check_text(a, CODE) for a, _ in actions]
     if any(not a for a in ids):
         raise BadRequest("Action ids must not be empty.", CODE)
     if len(set(ids)) != len(ids):

@@ -1,0 +1,95 @@
+"""Shared fixtures: an app on a real SQLite file, and a real server process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from banditloop.app import create_app
+from banditloop.config import Settings
+
+V1 = "/personalizer/v1.0"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", loop={"rewardWaitTime": "PT1S"})
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """httpx against the ASGI app, lifespan included (store, loop and trainer run)."""
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A ``banditloop serve`` process on a free port."""
+
+    data_dir: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    extra: tuple[str, ...] = ()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> Server:
+        env = {**os.environ, "BANDITLOOP_LOOP": '{"rewardWaitTime": "PT1S"}'}
+        env.update(dict(e.split("=", 1) for e in self.extra))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "banditloop", "serve", "--port", str(self.port),
+             "--data-dir", str(self.data_dir), "--log-level", "warning"],
+            env=env,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    srv = Server(tmp_path / "data", free_port()).start()
+    yield srv
+    srv.stop()
