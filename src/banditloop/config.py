@@ -80,7 +80,7 @@ class Settings(BaseSettings):
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:
-        """Settings from a TOML file, then the environment, then explicit overrides."""
+        """Settings: explicit overrides win over the TOML file, which wins over the environment."""
         values: dict[str, Any] = {}
         if config_file is not None:
             with open(config_file, "rb") as fh:

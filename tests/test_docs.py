@@ -1,0 +1,50 @@
+"""Docs that a test keeps honest: every CLI command and every setting is documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+
+from banditloop.cli import main
+from banditloop.config import ServiceConfiguration, Settings
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def commands(group: click.Group, prefix: str = "banditloop") -> list[str]:
+    out = []
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            out += commands(cmd, f"{prefix} {name}")
+        else:
+            out.append(f"{prefix} {name}")
+    return out
+
+
+@pytest.mark.parametrize("command", commands(main))
+def test_every_cli_command_is_in_the_operator_guide(command: str) -> None:
+    assert f"`{command}" in (DOCS / "operator-guide.md").read_text()
+
+
+@pytest.mark.parametrize("command", commands(main))
+def test_every_cli_command_has_help_with_an_example(command: str) -> None:
+    cmd: click.Command = main
+    for part in command.split()[1:]:
+        assert isinstance(cmd, click.Group)
+        cmd = cmd.commands[part]
+    assert "Example: banditloop" in (cmd.help or "")
+
+
+@pytest.mark.parametrize(
+    "field", [*Settings.model_fields, *ServiceConfiguration.model_fields]
+)
+def test_every_setting_is_in_the_configuration_docs(field: str) -> None:
+    assert f"`{field}`" in (DOCS / "configuration.md").read_text()
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    readme = (DOCS.parent / "README.md").read_text()
+    quickstart = readme[: readme.index("make test") + 20]
+    assert "make run" in quickstart
