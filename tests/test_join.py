@@ -12,7 +12,7 @@ from banditloop.config import LoopConfig
 from banditloop.join import labelled, training_reward
 from banditloop.policy import DEFAULT_POLICY, Policy
 from banditloop.ranking import plan
-from banditloop.store.base import ClosedEvent
+from banditloop.store.base import ClosedEvent, SlotChoice
 
 TS = 1_000_000.0
 WAIT = 600.0
@@ -41,9 +41,8 @@ def event(
         ts=TS,
         deferred=deferred,
         example="{}",
-        chosen=0,
-        probability=0.5,
-        rewards=[(TS + dt, v) for dt, v in rewards],
+        slots=[SlotChoice(None, [0, 1], [0.5, 0.5], 0, 0, 0)],
+        rewards=[(TS + dt, v, None) for dt, v in rewards],
         activations=[TS + dt for dt in activations],
     )
 

@@ -13,7 +13,7 @@ from banditloop.config import LoopConfig
 from banditloop.join import labelled
 from banditloop.policy import DEFAULT_POLICY, Policy
 from banditloop.ranking import plan
-from banditloop.store.base import Decision
+from banditloop.store.base import Decision, SlotChoice
 from banditloop.store.sqlite import SqliteStore
 from banditloop.trainer import Trainer
 
@@ -48,8 +48,7 @@ def decision(i: int, ts: float = T0, deferred: bool = False) -> Decision:
         request_hash=f"h{i}",
         example=p.example,
         action_ids=p.vw_ids,
-        pmf=pmf,
-        chosen=chosen,
+        slots=[SlotChoice(None, [0, 1, 2], pmf, chosen, chosen, 0)],
         response=b"{}",
         model_version="0",
     )
@@ -99,7 +98,10 @@ def reference_blob(decisions: list[Decision], rewards: dict[str, float], cfg: Lo
     try:
         lines = [
             labelled(
-                d.example, d.chosen, d.probability, -rewards.get(d.event_id, cfg.default_reward)
+                d.example,
+                d.slots[0].chosen,
+                d.slots[0].probability,
+                -rewards.get(d.event_id, cfg.default_reward),
             )
             for d in decisions
         ]
@@ -146,7 +148,9 @@ def test_crash_before_save_relearns_exactly_the_unsaved(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "data")
     log(store, ds)
     for d in ds:
-        store.append_reward(LOOP, d.event_id, rewards[d.event_id], d.ts + 1, False).result()
+        store.append_rewards(
+            LOOP, d.event_id, [(None, rewards[d.event_id])], d.ts + 1, False
+        ).result()
     policy = Policy(DEFAULT_POLICY)
     trainer = make_trainer(store, policy, cfg)
     # the first 10 events close and are saved in checkpoint 1
@@ -195,7 +199,7 @@ def test_earliest_closes_an_event_when_its_reward_arrives(store: SqliteStore) ->
     cfg = config("earliest")
     early, other = decision(1), decision(2)
     log(store, [early, other])
-    store.append_reward(LOOP, early.event_id, 1.0, T0 + 5, True).result()
+    store.append_rewards(LOOP, early.event_id, [(None, 1.0)], T0 + 5, True).result()
     policy = Policy(DEFAULT_POLICY)
     trainer = make_trainer(store, policy, cfg)
 
@@ -204,7 +208,7 @@ def test_earliest_closes_an_event_when_its_reward_arrives(store: SqliteStore) ->
     assert trainer.events_learned == 1
 
     # a later reward for the learned event is kept but not learned again
-    store.append_reward(LOOP, early.event_id, -1.0, T0 + 7, True).result()
+    store.append_rewards(LOOP, early.event_id, [(None, -1.0)], T0 + 7, True).result()
     assert drain(trainer, T0 + 8) == 0
     assert drain(trainer, T0 + WAIT + 1) == 1  # only `other`, at its own window end
     assert store.count_learned(LOOP) == 2
@@ -222,8 +226,8 @@ def test_sum_does_not_close_early(store: SqliteStore) -> None:
     cfg = config("sum")
     d = decision(1)
     log(store, [d])
-    store.append_reward(LOOP, d.event_id, 0.5, T0 + 5, False).result()
-    store.append_reward(LOOP, d.event_id, 0.25, T0 + 6, False).result()
+    store.append_rewards(LOOP, d.event_id, [(None, 0.5)], T0 + 5, False).result()
+    store.append_rewards(LOOP, d.event_id, [(None, 0.25)], T0 + 6, False).result()
     policy = Policy(DEFAULT_POLICY)
     trainer = make_trainer(store, policy, cfg)
     assert drain(trainer, T0 + 10) == 0
@@ -239,7 +243,7 @@ def test_deferred_event_is_not_closed_early_until_activated(store: SqliteStore) 
     cfg = config("earliest")
     d = decision(1, deferred=True)
     log(store, [d])
-    store.append_reward(LOOP, d.event_id, 1.0, T0 + 5, True).result()
+    store.append_rewards(LOOP, d.event_id, [(None, 1.0)], T0 + 5, True).result()
     policy = Policy(DEFAULT_POLICY)
     trainer = make_trainer(store, policy, cfg)
     assert drain(trainer, T0 + 6) == 0, "not activated: must not close on its reward"

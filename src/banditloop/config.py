@@ -131,6 +131,9 @@ class ServiceConfiguration(BaseModel):
     autoOptimizationStartDate: dt.datetime | None = None
     modelRetrainDays: int = Field(0, ge=0)
     isInferenceExplainabilityEnabled: bool | None = False
+    latestApprenticeModeMetrics: dict[str, Any] | None = Field(
+        None, description="Read-only: how well the model imitates the baseline in Apprentice mode."
+    )
 
     def check(self, previous: ServiceConfiguration | None = None) -> LoopConfig:
         """Apply the original's rules; returns the parsed configuration."""

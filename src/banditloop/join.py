@@ -1,9 +1,11 @@
-"""Turning a closed event and what arrived for it into a training reward.
+"""Turning a closed event and what arrived for it into what is learned.
 
 Pure functions, so that the rules of the join can be tested on their own:
 rewards count only inside the reward window; several are combined by the
-loop's aggregation; none means the default reward; a deferred event that was
-never activated inside the window is not learned at all.
+loop's aggregation (per slot); none means the default reward; a deferred event
+that was never activated inside the window is not learned at all.  In
+Apprentice mode the model is trained to imitate the baseline (reward 1 when its
+own draw matches it, else 0) while the real reward is kept beside it.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 
+import orjson
+
 from .config import LoopConfig
-from .store.base import ClosedEvent
+from .store.base import ClosedEvent, Outcome, SlotChoice
 
 AGGREGATIONS: dict[str, Callable[[Sequence[float]], float]] = {
     "earliest": lambda v: v[0],
@@ -24,10 +28,10 @@ AGGREGATIONS: dict[str, Callable[[Sequence[float]], float]] = {
 }
 
 
-def in_window(ev: ClosedEvent, cfg: LoopConfig) -> list[float]:
-    """Reward values that arrived within ``rewardWaitTime`` of the Rank, in arrival order."""
+def in_window(ev: ClosedEvent, cfg: LoopConfig, slot: str | None = None) -> list[float]:
+    """Reward values for a slot that arrived within ``rewardWaitTime``, in arrival order."""
     end = ev.ts + cfg.reward_wait
-    return [value for ts, value in ev.rewards if ts <= end]
+    return [value for ts, value, s in ev.rewards if ts <= end and s == slot]
 
 
 def is_learnable(ev: ClosedEvent, cfg: LoopConfig) -> bool:
@@ -35,20 +39,55 @@ def is_learnable(ev: ClosedEvent, cfg: LoopConfig) -> bool:
     return not ev.deferred or any(ts <= ev.ts + cfg.reward_wait for ts in ev.activations)
 
 
+def slot_reward(ev: ClosedEvent, cfg: LoopConfig, slot: str | None = None) -> float:
+    """The real reward of a slot: aggregated in-window rewards, else the default."""
+    values = in_window(ev, cfg, slot)
+    return AGGREGATIONS[cfg.aggregation](values) if values else cfg.default_reward
+
+
 def training_reward(ev: ClosedEvent, cfg: LoopConfig) -> float | None:
-    """The reward to learn, or None when the event must not be learned."""
+    """The reward learned for a single-slot event, or None when it is not learned."""
+    trained = outcome(ev, cfg).trained
+    return trained[0] if trained else None
+
+
+def outcome(ev: ClosedEvent, cfg: LoopConfig) -> Outcome:
+    """Real and training rewards per slot; ``trained`` None when nothing is learned."""
     if not is_learnable(ev, cfg):
-        return None
-    values = in_window(ev, cfg)
-    if not values:
-        return cfg.default_reward
-    return AGGREGATIONS[cfg.aggregation](values)
+        return Outcome(ev.seq, None, None)
+    real = [slot_reward(ev, cfg, s.id) for s in ev.slots]
+    if ev.mode == "LoggingOnly":
+        return Outcome(ev.seq, real, None)
+    if ev.mode == "Apprentice":
+        return Outcome(ev.seq, real, [float(s.chosen == s.baseline) for s in ev.slots])
+    return Outcome(ev.seq, real, real)
 
 
 def labelled(example: str, chosen: int, probability: float, cost: float) -> str:
-    """The logged example with a CB label, as VW's JSON parser reads it."""
+    """A single-slot example with a CB label, as VW's JSON parser reads it."""
     head = (
         f'{{"_label_cost":{cost!r},"_label_probability":{probability!r},'
         f'"_label_Action":{chosen + 1},"_labelIndex":{chosen},'
     )
     return head + example[1:]
+
+
+def _slot_label(slot: SlotChoice, cost: float) -> dict[str, object]:
+    order = [slot.chosen] + [i for i in range(len(slot.actions)) if i != slot.chosen]
+    return {
+        "_label_cost": cost,
+        "_a": [slot.actions[i] for i in order],
+        "_p": [slot.pmf[i] for i in order],
+    }
+
+
+def training_example(ev: ClosedEvent, trained: list[float]) -> str:
+    """The logged example labelled with what the model chose and the training rewards."""
+    if not ev.multislot:
+        slot = ev.slots[0]
+        return labelled(ev.example, slot.actions[slot.chosen], slot.probability, -trained[0])
+    obj = orjson.loads(ev.example)
+    for slot_obj, slot, reward in zip(obj["_slots"], ev.slots, trained, strict=True):
+        if slot.actions:  # a slot left with no action has nothing to learn
+            slot_obj.update(_slot_label(slot, -reward))
+    return orjson.dumps(obj).decode()

@@ -23,12 +23,17 @@ from .config import LoopConfig, ServiceConfiguration, Settings
 from .errors import BadRequest, Conflict
 from .featurize import check_text
 from .policy import Policy, check_arguments, with_epsilon
-from .ranking import plan, ranking
+from .ranking import plan, plan_multislot, ranking
 from .sampling import sample_index, seed_for
-from .store.base import Decision, LoopRecord, Store
+from .store.base import Decision, LoopRecord, SlotChoice, Store
 from .trainer import Trainer
 
 MAX_EVENT_ID = 256
+APPRENTICE_BATCH = 1000  # events in latestApprenticeModeMetrics.lastBatchMetrics
+
+
+#: A multi-slot request's slot: id, features, excluded action ids, baseline action id.
+SlotInput = tuple[str, list[Any] | None, list[str] | None, str | None]
 
 
 @dataclass(frozen=True)
@@ -124,18 +129,83 @@ class Loop:
             check_event_id(req.event_id, "InvalidRankRequest")
         p = plan(req.context_features, req.actions, req.excluded)
         event_id = req.event_id or uuid.uuid4().hex
-        if self.config.learning_mode == "LoggingOnly" or len(p.vw_ids) == 1:
-            pmf = [1.0] + [0.0] * (len(p.vw_ids) - 1)
+        mode = self.config.learning_mode
+        multislot = self.policy.multislot
+        n = len(p.vw_ids)
+        example = p.example
+        if multislot:  # a one-slot CCB example, so that both kinds of rank share the model
+            example = example[:-1] + ',"_slots":[{"_id":"0"}]}'
+        if mode == "LoggingOnly" or n == 1:
+            pmf = [1.0] + [0.0] * (n - 1)
+        elif multislot:
+            pmf = [0.0] * n
+            for i, prob in self.policy.slot_pmf(example):
+                pmf[i] = prob
         else:
             pmf = self.policy.pmf(p.example)
         chosen = sample_index(pmf, seed_for(event_id, self.settings.app_id))
-        response = orjson.dumps(
-            {
-                "ranking": ranking(p, pmf, chosen),
-                "eventId": event_id,
-                "rewardActionId": p.vw_ids[chosen],
-            }
-        )
+        shown = chosen if mode == "Online" else 0  # the baseline: first non-excluded action
+        slot = SlotChoice(None, list(range(n)), pmf, chosen, shown, 0)
+        body = {
+            "ranking": ranking(p, pmf, shown),
+            "eventId": event_id,
+            "rewardActionId": p.vw_ids[shown],
+        }
+        return await self._log(req, event_id, example, p.vw_ids, [slot], body, multislot)
+
+    async def rank_multislot(self, req: RankInput, slots: list[SlotInput]) -> bytes:
+        """Fill each slot in order with a distinct action; log the decision durably."""
+        if not self.policy.multislot:
+            raise BadRequest(
+                "Multi-slot feature is currently disabled. Replace --cb_explore_adf with "
+                "--ccb_explore_adf in the policy to enable it.",
+                "InvalidMultiSlotApiAccess",
+            )
+        if req.event_id is not None:
+            check_event_id(req.event_id, "InvalidRankRequest")
+        p = plan_multislot(req.context_features, req.actions, slots)
+        event_id = req.event_id or uuid.uuid4().hex
+        mode = self.config.learning_mode
+        seed = seed_for(event_id, self.settings.app_id)
+        taken: set[int] = set()
+        choices: list[SlotChoice] = []
+        answer: list[dict[str, Any]] = []
+        for k, slot in enumerate(p.slots):
+            allowed = [i for i in slot.allowed if i not in taken]
+            if mode == "LoggingOnly":
+                pmf = [float(i == slot.baseline) for i in allowed]
+            elif len(allowed) > 1:
+                scores = dict(self.policy.slot_pmf(p.with_slots([slot.vw_object(allowed)])))
+                pmf = [scores.get(i, 0.0) for i in allowed]
+            else:
+                pmf = [1.0] * len(allowed)
+            baseline = allowed.index(slot.baseline) if slot.baseline in allowed else None
+            if not allowed:
+                choices.append(SlotChoice(slot.id, [], [], -1, -1, None))
+                answer.append({"id": slot.id, "rewardActionId": None})
+                continue
+            chosen = sample_index(pmf, seed + k)
+            taken.add(allowed[chosen])
+            shown = chosen if mode == "Online" or baseline is None else baseline
+            choices.append(SlotChoice(slot.id, allowed, pmf, chosen, shown, baseline))
+            action = allowed[shown] if mode == "Online" else slot.baseline
+            answer.append({"id": slot.id, "rewardActionId": p.action_ids[action]})
+        example = p.with_slots([s.vw_object() for s in p.slots])
+        body = {"slots": answer, "eventId": event_id}
+        return await self._log(req, event_id, example, p.action_ids, choices, body, True)
+
+    async def _log(
+        self,
+        req: RankInput,
+        event_id: str,
+        example: str,
+        action_ids: list[str],
+        slots: list[SlotChoice],
+        body: dict[str, Any],
+        multislot: bool,
+    ) -> bytes:
+        """Log a decision durably; a retry with the same body gets the first answer."""
+        response = orjson.dumps(body)
         now = time.time()
         decision = Decision(
             loop=self.name,
@@ -144,12 +214,13 @@ class Loop:
             close_at=now + self.config.reward_wait,
             deferred=req.defer_activation,
             request_hash=req.body_hash,
-            example=p.example,
-            action_ids=p.vw_ids,
-            pmf=pmf,
-            chosen=chosen,
+            example=example,
+            action_ids=action_ids,
+            slots=slots,
             response=response,
             model_version=self.model_version,
+            mode=self.config.learning_mode,
+            multislot=multislot,
         )
         existing = await asyncio.wrap_future(self.store.append_decision(decision))
         if existing is None:
@@ -162,13 +233,20 @@ class Loop:
         return existing.response
 
     async def reward(self, event_id: str, value: float) -> None:
+        await self.reward_slots(event_id, [(None, value)])
+
+    async def reward_slots(self, event_id: str, rewards: list[tuple[str | None, float]]) -> None:
+        """Log rewards for an event (slot None for a single-slot Rank)."""
         check_event_id(event_id, "InvalidRewardRequest")
-        if not math.isfinite(value) or not -1.0 <= value <= 1.0:
-            raise BadRequest(
-                "Reward value must be a number between -1 and 1.", "InvalidRewardRequest"
-            )
-        fut = self.store.append_reward(
-            self.name, event_id, value, time.time(), self.config.aggregation == "earliest"
+        for slot, value in rewards:
+            if slot is not None and not slot:
+                raise BadRequest("slotId must not be empty.", "InvalidRewardRequest")
+            if not math.isfinite(value) or not -1.0 <= value <= 1.0:
+                raise BadRequest(
+                    "Reward value must be a number between -1 and 1.", "InvalidRewardRequest"
+                )
+        fut = self.store.append_rewards(
+            self.name, event_id, rewards, time.time(), self.config.aggregation == "earliest"
         )
         await asyncio.wrap_future(fut)
 
@@ -182,13 +260,46 @@ class Loop:
     # -- administration (blocking: call from a worker thread) ------------------------
 
     def service_configuration(self) -> dict[str, Any]:
-        return self.wire.model_dump(mode="json")
+        out = self.wire.model_dump(mode="json")
+        if self.wire.latestApprenticeModeMetrics:
+            out["latestApprenticeModeMetrics"] = self.apprentice_metrics()
+        return out
+
+    def apprentice_metrics(self) -> dict[str, Any]:
+        """Imitation of the baseline since Apprentice mode was last turned on, per slot."""
+        start = (self.wire.latestApprenticeModeMetrics or {}).get("startTime")
+        since = dt.datetime.fromisoformat(start).timestamp() if start else 0.0
+        rows: list[tuple[float, float, bool]] = []  # (time, real reward, imitated)
+        for ts, out in self.store.apprentice_events(self.name, since):
+            for slot, real in zip(out["slots"], out["r"] or (), strict=False):
+                rows.append((ts, real, slot["c"] == slot["b"]))
+
+        def summary(part: list[tuple[float, float, bool]]) -> dict[str, Any]:
+            return {
+                "numberOfEvents": len(part),
+                "sumOfRewards": sum(r for _, r, _ in part),
+                "numberOfImitatedEvents": sum(1 for *_, imitated in part if imitated),
+                "sumOfImitatedRewards": sum(r for _, r, imitated in part if imitated),
+            }
+
+        return {
+            "startTime": start,
+            "lastProcessedEventTime": iso(rows[-1][0]) if rows else None,
+            **summary(rows),
+            "lastBatchMetrics": summary(rows[-APPRENTICE_BATCH:]),
+        }
 
     def update_configuration(self, new: ServiceConfiguration) -> dict[str, Any]:
         """Validate and apply a configuration; takes effect at once, model kept."""
         with self._admin:
             config = new.check(self.wire)
-            new = new.model_copy(update={"lastConfigurationEditDate": dt.datetime.now(dt.UTC)})
+            now = dt.datetime.now(dt.UTC)
+            metrics = self.wire.latestApprenticeModeMetrics
+            if config.learning_mode == "Apprentice" and self.config.learning_mode != "Apprentice":
+                metrics = {"startTime": iso(now.timestamp())}
+            new = new.model_copy(
+                update={"lastConfigurationEditDate": now, "latestApprenticeModeMetrics": metrics}
+            )
             self._persist(config=new.model_dump(mode="json"))
             old = self.config
             self.wire, self.config = new, config
@@ -204,8 +315,8 @@ class Loop:
     def update_policy(self, name: str, arguments: str) -> dict[str, str]:
         """Switch to new policy arguments; a new policy starts a new (empty) model."""
         check_arguments(arguments)
+        vwcheck.check(arguments)  # as given; explorationPercentage then sets --epsilon
         effective = with_epsilon(arguments, self.config.exploration)
-        vwcheck.check(effective)
         with self._admin:
             self._persist(policy_name=name, policy=arguments)
             self._swap(lambda: Policy(effective), new_model=True)

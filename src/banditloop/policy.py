@@ -123,6 +123,7 @@ class Policy:
         self.args = args
         self.lock = threading.Lock()
         tokens = [*check_arguments(args), "--json", "--quiet"]
+        self.multislot = "--ccb_explore_adf" in tokens
         self._ws = _workspace(tokens, model)
 
     def pmf(self, example: str) -> list[float]:
@@ -131,6 +132,15 @@ class Policy:
             ex = self._ws.parse(example)
             try:
                 return list(self._ws.predict(ex))
+            finally:
+                self._ws.finish_example(ex)
+
+    def slot_pmf(self, example: str) -> list[tuple[int, float]]:
+        """(action index, probability) for the first slot of a CCB example."""
+        with self.lock:
+            ex = self._ws.parse(example)
+            try:
+                return [(int(a), float(p)) for a, p in self._ws.predict(ex)[0]]
             finally:
                 self._ws.finish_example(ex)
 

@@ -66,3 +66,67 @@ def ranking(plan: RankPlan, pmf: Sequence[float], chosen: int) -> list[dict[str,
     kept = set(plan.vw_ids)
     out.extend({"id": a, "probability": 0.0} for a in plan.all_ids if a not in kept)
     return out
+
+
+@dataclass(frozen=True)
+class SlotPlan:
+    id: str
+    allowed: list[int]  # indices into the plan's action ids that this slot may use
+    baseline: int  # index into the plan's action ids
+    features: list[dict[str, Any]]
+
+    def vw_object(self, allowed: list[int] | None = None) -> dict[str, Any]:
+        """The slot in VW's JSON: id, features (namespace ``sj``), included actions."""
+        obj: dict[str, Any] = {"_id": self.id, "_inc": self.allowed if allowed is None else allowed}
+        if self.features:
+            obj["sj"] = self.features
+        return obj
+
+
+@dataclass(frozen=True)
+class MultiSlotPlan:
+    base: str  # example JSON without slots: every action, in request order
+    action_ids: list[str]
+    slots: list[SlotPlan]
+
+    def with_slots(self, slots: list[dict[str, Any]]) -> str:
+        return self.base[:-1] + ',"_slots":' + dumps(slots) + "}"
+
+
+def plan_multislot(
+    context_features: Sequence[Any] | None,
+    actions: Sequence[tuple[str, Sequence[Any] | None]],
+    slots: Sequence[tuple[str, Sequence[Any] | None, Sequence[str] | None, str | None]],
+    max_actions: int = 50,
+) -> MultiSlotPlan:
+    """Validate a multi-slot request as the original did; slots are (id, features,
+    excluded action ids, baseline action id)."""
+    p = plan(context_features, actions, None, max_actions)
+    index = {a: i for i, a in enumerate(p.all_ids)}
+    if not 1 <= len(slots) <= len(index):
+        raise BadRequest(
+            f"Slot count should be between 1 and the number of actions ({len(index)}).", CODE
+        )
+    ids = [check_text(s[0], CODE) for s in slots]
+    if any(not s for s in ids) or len(set(ids)) != len(ids):
+        raise BadRequest("Slot ids must be non-empty and unique.", CODE)
+    baselines = [s[3] for s in slots]
+    if any(not b for b in baselines):
+        raise BadRequest("BaselineAction must be defined for every slot.", CODE)
+    if len(set(baselines)) != len(baselines) or any(b not in index for b in baselines):
+        raise BadRequest(
+            "Each slot must have a unique BaselineAction which corresponds to an action from "
+            "the event's Actions list.",
+            CODE,
+        )
+    planned = []
+    for slot_id, features, excluded, baseline in slots:
+        excluded_set = set(excluded or ())
+        if not excluded_set <= index.keys():
+            raise BadRequest("All excluded action ID's must have corresponding action ID", CODE)
+        if baseline in excluded_set:
+            raise BadRequest("BaselineAction should never be part of ExcludedActions.", CODE)
+        allowed = [i for a, i in index.items() if a not in excluded_set]
+        assert baseline is not None
+        planned.append(SlotPlan(slot_id, allowed, index[baseline], clean_features(features, CODE)))
+    return MultiSlotPlan(p.example, p.all_ids, planned)

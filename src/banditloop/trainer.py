@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .config import LoopConfig
-from .join import labelled, training_reward
+from .join import outcome, training_example
 from .policy import Policy
 from .store.base import ModelRecord, Store
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainerStats:
     learned: int = 0  # events learned since start-up
-    skipped: int = 0  # deferred events never activated
+    skipped: int = 0  # not learned: deferred and never activated, or LoggingOnly
     last_checkpoint: float = 0.0
 
 
@@ -71,18 +71,16 @@ class Trainer:
             events = self.store.closed_events(self.loop, now or time.time(), self.batch)
             if not events:
                 return 0
-            lines = []
-            for ev in events:
-                reward = training_reward(ev, cfg)
-                if reward is None:
-                    self.stats.skipped += 1
-                    continue
-                lines.append(labelled(ev.example, ev.chosen, ev.probability, -reward))
-            if lines and cfg.learning_mode != "LoggingOnly":
+            outcomes = [outcome(ev, cfg) for ev in events]
+            lines = [
+                training_example(ev, o.trained)
+                for ev, o in zip(events, outcomes, strict=True)
+                if o.trained is not None
+            ]
+            self.stats.skipped += len(events) - len(lines)
+            if lines:
                 self._policy().learn(lines)
-            self.store.mark_learned(
-                self.loop, [ev.seq for ev in events], self.checkpoint + 1
-            ).result()
+            self.store.mark_learned(self.loop, outcomes, self.checkpoint + 1).result()
             self.stats.learned += len(lines)
             self.events_learned += len(lines)
             self._dirty = True

@@ -58,12 +58,16 @@ def _main(argv: list[str]) -> int:
     if len(argv) > 1:
         tokens += ["-i", argv[1]]
     try:
+        ccb = "--ccb_explore_adf" in tokens
         ws = vowpalwabbit.Workspace(arg_list=tokens)
-        ex = ws.parse(_PROBE)
+        ex = ws.parse(_PROBE[:-1] + ',"_slots":[{"_id":"s"}]}' if ccb else _PROBE)
         pmf = ws.predict(ex)
         ws.finish_example(ex)
+        if ccb:
+            pmf = pmf[0] if isinstance(pmf, list) and len(pmf) == 1 else None
         if not isinstance(pmf, list) or len(pmf) != 2:
-            raise RuntimeError("the model does not rank actions (not a --cb_explore_adf model)")
+            raise RuntimeError("the model does not rank actions (not a --cb_explore_adf "
+                               "or --ccb_explore_adf model)")
         ws.finish()
     except Exception as ex:  # report VW's own message to the parent
         print(str(ex).strip().splitlines()[0] if str(ex).strip() else repr(ex), file=sys.stderr)

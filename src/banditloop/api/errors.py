@@ -35,11 +35,20 @@ def error_response(err: BanditloopError) -> Response:
     )
 
 
-def _code_for(path: str) -> str:
+def _code_for(path: str, malformed: bool) -> str:
+    """Azure's code for a bad body: the endpoint's own, except unparsable admin bodies."""
     if path.endswith("/rank"):
         return "InvalidRankRequest"
     if path.endswith("/reward"):
         return "InvalidRewardRequest"
+    if path.endswith("/activate"):
+        return "InvalidEventIdToActivate"
+    if malformed:
+        return "BadRequest"
+    if path.endswith("/configurations/service"):
+        return "InvalidServiceConfiguration"
+    if path.endswith("/configurations/policy"):
+        return "InvalidPolicyConfiguration"
     return "BadRequest"
 
 
@@ -61,7 +70,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        return error_response(BadRequest(_describe(exc), _code_for(request.url.path)))
+        malformed = any(e.get("type") == "json_invalid" for e in exc.errors())
+        code = _code_for(request.url.path, malformed)
+        return error_response(BadRequest(_describe(exc), code))
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> Response:

@@ -9,7 +9,15 @@ from starlette.responses import Response
 
 from ..loop import RankInput, body_hash
 from .deps import ClientLoop
-from .schemas import ERROR_RESPONSES, RankRequest, RankResponse, RewardRequest
+from .schemas import (
+    ERROR_RESPONSES,
+    MultiSlotRankRequest,
+    MultiSlotRankResponse,
+    MultiSlotRewardRequest,
+    RankRequest,
+    RankResponse,
+    RewardRequest,
+)
 
 router = APIRouter(responses=ERROR_RESPONSES)
 
@@ -25,7 +33,7 @@ async def rank(body: RankRequest, loop: ClientLoop) -> Response:
         excluded=body.excludedActions,
         event_id=body.eventId,
         defer_activation=bool(body.deferActivation),
-        body_hash=body_hash(body.model_dump(mode="json")),
+        body_hash=body_hash(body.model_dump()),
     )
     content = await loop.rank(req)
     return Response(content, status_code=201, media_type="application/json")
@@ -41,5 +49,42 @@ async def reward(eventId: EventId, body: RewardRequest, loop: ClientLoop) -> Res
 @router.post("/events/{eventId}/activate", status_code=204, tags=["client"])
 async def activate(eventId: EventId, loop: ClientLoop) -> Response:
     """Activate an event ranked with `deferActivation`, so that it is learned."""
+    await loop.activate(eventId)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/multislot/rank", status_code=201, response_model=MultiSlotRankResponse, tags=["client"]
+)
+async def rank_multislot(body: MultiSlotRankRequest, loop: ClientLoop) -> Response:
+    """Fill several slots at once, each with a different action (needs --ccb_explore_adf)."""
+    req = RankInput(
+        context_features=body.contextFeatures,
+        actions=[(a.id, a.features) for a in body.actions],
+        excluded=None,
+        event_id=body.eventId,
+        defer_activation=bool(body.deferActivation),
+        body_hash=body_hash(body.model_dump()),
+    )
+    slots = [
+        (s.id, s.positionFeatures or s.features, s.excludedActions, s.baselineAction)
+        for s in body.slots
+    ]
+    content = await loop.rank_multislot(req, slots)
+    return Response(content, status_code=201, media_type="application/json")
+
+
+@router.post("/multislot/events/{eventId}/reward", status_code=204, tags=["client"])
+async def reward_multislot(
+    eventId: EventId, body: MultiSlotRewardRequest, loop: ClientLoop
+) -> Response:
+    """Report rewards per slot; several calls are aggregated per slot."""
+    await loop.reward_slots(eventId, [(r.slotId, r.value) for r in body.reward])
+    return Response(status_code=204)
+
+
+@router.post("/multislot/events/{eventId}/activate", status_code=204, tags=["client"])
+async def activate_multislot(eventId: EventId, loop: ClientLoop) -> Response:
+    """Activate a multi-slot event ranked with `deferActivation`."""
     await loop.activate(eventId)
     return Response(status_code=204)

@@ -45,6 +45,41 @@ class RewardRequest(_Wire):
     value: float = Field(allow_inf_nan=False, ge=-1, le=1, description="Reward, between -1 and 1.")
 
 
+class SlotRequest(_Wire):
+    id: str = Field(max_length=256)
+    features: list[Any] | None = Field(None, description="Slot features (older previews).")
+    positionFeatures: list[Any] | None = Field(None, description="Slot features (SDK name).")
+    excludedActions: list[str] | None = None
+    baselineAction: str | None = Field(None, max_length=256, description="Required.")
+
+
+class MultiSlotRankRequest(_Wire):
+    contextFeatures: list[Any] | None = None
+    actions: list[RankableAction] = Field(json_schema_extra={"minItems": 1, "maxItems": 50})
+    slots: list[SlotRequest] = Field(json_schema_extra={"minItems": 1, "maxItems": 50})
+    eventId: str | None = Field(None, max_length=256)
+    deferActivation: bool | None = False
+
+
+class SlotResponse(_Wire):
+    id: str
+    rewardActionId: str | None = None
+
+
+class MultiSlotRankResponse(_Wire):
+    slots: list[SlotResponse]
+    eventId: str
+
+
+class SlotReward(_Wire):
+    slotId: str = Field(min_length=1, max_length=256)
+    value: float = Field(allow_inf_nan=False, ge=-1, le=1)
+
+
+class MultiSlotRewardRequest(_Wire):
+    reward: list[SlotReward]
+
+
 class ErrorDetail(_Wire):
     code: str
     message: str

@@ -14,6 +14,42 @@ from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
+class SlotChoice:
+    """What was decided for one slot (a single-slot Rank has one, with ``id`` None).
+
+    Positions ``chosen``, ``shown`` and ``baseline`` index ``actions``, which
+    index the decision's ``action_ids`` (the example's ``_multi``), in pmf order.
+    ``chosen`` is the model's draw; ``shown`` is what was returned as
+    rewardActionId: the same when Online, the baseline in Apprentice mode.
+    """
+
+    id: str | None
+    actions: list[int]
+    pmf: list[float]
+    chosen: int
+    shown: int
+    baseline: int | None = None
+
+    @property
+    def probability(self) -> float:
+        return self.pmf[self.chosen]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "a": self.actions,
+            "p": self.pmf,
+            "c": self.chosen,
+            "s": self.shown,
+            "b": self.baseline,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> SlotChoice:
+        return cls(d["id"], d["a"], d["p"], d["c"], d["s"], d["b"])
+
+
+@dataclass(frozen=True)
 class Decision:
     """One Rank call as logged: enough to answer a retry, learn, export and evaluate."""
 
@@ -25,15 +61,12 @@ class Decision:
     request_hash: str
     example: str  # VW JSON object over the actions VW saw (excluded ones left out)
     action_ids: list[str]  # ids of the example's actions, in its order
-    pmf: list[float]  # probabilities aligned with action_ids
-    chosen: int  # index of the chosen action in action_ids
+    slots: list[SlotChoice]
     response: bytes  # the JSON body returned, replayed on an idempotent retry
     model_version: str
+    mode: str = "Online"  # learning mode when ranked
+    multislot: bool = False  # ranked by a --ccb_explore_adf policy
     seq: int = 0
-
-    @property
-    def probability(self) -> float:
-        return self.pmf[self.chosen]
 
 
 @dataclass(frozen=True)
@@ -45,10 +78,21 @@ class ClosedEvent:
     ts: float
     deferred: bool
     example: str
-    chosen: int
-    probability: float
-    rewards: list[tuple[float, float]] = field(default_factory=list)  # (ts, value) in ts order
+    slots: list[SlotChoice]
+    mode: str = "Online"
+    multislot: bool = False
+    rewards: list[tuple[float, float, str | None]] = field(default_factory=list)  # ts, value, slot
     activations: list[float] = field(default_factory=list)  # activation times
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the trainer made of a closed event, saved with it: per slot, the real
+    reward (aggregated, or the default) and the reward it trained on (None: skipped)."""
+
+    seq: int
+    rewards: list[float] | None
+    trained: list[float] | None
 
 
 @dataclass(frozen=True)
@@ -93,8 +137,13 @@ class Store(Protocol):
 
     def append_decision(self, d: Decision) -> Future[Decision | None]: ...
 
-    def append_reward(
-        self, loop: str, event_id: str, value: float, ts: float, early_close: bool
+    def append_rewards(
+        self,
+        loop: str,
+        event_id: str,
+        rewards: list[tuple[str | None, float]],
+        ts: float,
+        early_close: bool,
     ) -> Future[None]: ...
 
     def append_activation(
@@ -103,7 +152,9 @@ class Store(Protocol):
 
     def closed_events(self, loop: str, now: float, limit: int) -> list[ClosedEvent]: ...
 
-    def mark_learned(self, loop: str, seqs: list[int], checkpoint: int) -> Future[None]: ...
+    def mark_learned(self, loop: str, outcomes: list[Outcome], checkpoint: int) -> Future[None]: ...
+
+    def apprentice_events(self, loop: str, since: float) -> list[tuple[float, dict[str, Any]]]: ...
 
     def save_model(self, model: ModelRecord, keep: int = 3) -> Future[None]: ...
 

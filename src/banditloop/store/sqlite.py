@@ -23,7 +23,15 @@ import sqlite_utils
 
 from ..errors import Unavailable
 from ..featurize import context_has
-from .base import ClosedEvent, Decision, LogRange, LoopRecord, ModelRecord
+from .base import (
+    ClosedEvent,
+    Decision,
+    LogRange,
+    LoopRecord,
+    ModelRecord,
+    Outcome,
+    SlotChoice,
+)
 
 log = logging.getLogger(__name__)
 migrations = sqlite_utils.Migrations("banditloop")
@@ -43,9 +51,9 @@ def m001_initial(db: sqlite_utils.Database) -> None:
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
             loop TEXT NOT NULL, event_id TEXT NOT NULL, ts REAL NOT NULL,
             close_at REAL NOT NULL, deferred INTEGER NOT NULL, request_hash TEXT NOT NULL,
-            example TEXT NOT NULL, action_ids TEXT NOT NULL, pmf TEXT NOT NULL,
-            chosen INTEGER NOT NULL, probability REAL NOT NULL, response BLOB NOT NULL,
-            model_version TEXT NOT NULL, learned_in INTEGER,
+            example TEXT NOT NULL, action_ids TEXT NOT NULL, slots TEXT NOT NULL,
+            mode TEXT NOT NULL, multislot INTEGER NOT NULL, response BLOB NOT NULL,
+            model_version TEXT NOT NULL, learned_in INTEGER, outcome TEXT,
             UNIQUE (loop, event_id))"""
     )
     db.execute("CREATE INDEX decisions_open ON decisions (loop, close_at) WHERE learned_in IS NULL")
@@ -53,7 +61,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db.execute(
         """CREATE TABLE rewards (
             seq INTEGER PRIMARY KEY AUTOINCREMENT, loop TEXT NOT NULL,
-            event_id TEXT NOT NULL, value REAL NOT NULL, ts REAL NOT NULL)"""
+            event_id TEXT NOT NULL, slot TEXT, value REAL NOT NULL, ts REAL NOT NULL)"""
     )
     db.execute("CREATE INDEX rewards_event ON rewards (loop, event_id)")
     db.execute(
@@ -87,12 +95,16 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
 
 
 _DECISION_COLS = (
-    "loop, event_id, ts, close_at, deferred, request_hash, example, action_ids, pmf, chosen, "
-    "probability, response, model_version"
+    "loop, event_id, ts, close_at, deferred, request_hash, example, action_ids, slots, mode, "
+    "multislot, response, model_version"
 )
 
 
-def _decision(row: sqlite3.Row | tuple[Any, ...]) -> Decision:
+def _slots(text: str) -> list[SlotChoice]:
+    return [SlotChoice.from_json(d) for d in orjson.loads(text)]
+
+
+def _decision(row: tuple[Any, ...]) -> Decision:
     (
         seq,
         loop,
@@ -103,9 +115,9 @@ def _decision(row: sqlite3.Row | tuple[Any, ...]) -> Decision:
         rhash,
         example,
         ids,
-        pmf,
-        chosen,
-        _p,
+        slots,
+        mode,
+        multislot,
         response,
         version,
     ) = row
@@ -118,10 +130,11 @@ def _decision(row: sqlite3.Row | tuple[Any, ...]) -> Decision:
         request_hash=rhash,
         example=example,
         action_ids=orjson.loads(ids),
-        pmf=orjson.loads(pmf),
-        chosen=chosen,
+        slots=_slots(slots),
         response=bytes(response),
         model_version=version,
+        mode=mode,
+        multislot=bool(multislot),
         seq=seq,
     )
 
@@ -230,9 +243,9 @@ class SqliteStore:
             d.request_hash,
             d.example,
             orjson.dumps(d.action_ids).decode(),
-            orjson.dumps(d.pmf).decode(),
-            d.chosen,
-            d.probability,
+            orjson.dumps([s.to_json() for s in d.slots]).decode(),
+            d.mode,
+            int(d.multislot),
             d.response,
             d.model_version,
         )
@@ -253,21 +266,27 @@ class SqliteStore:
 
         return self.submit(job)
 
-    def append_reward(
-        self, loop: str, event_id: str, value: float, ts: float, early_close: bool
+    def append_rewards(
+        self,
+        loop: str,
+        event_id: str,
+        rewards: list[tuple[str | None, float]],
+        ts: float,
+        early_close: bool,
     ) -> Future[None]:
-        """Log a reward; with ``early_close`` (earliest aggregation) its event closes now."""
+        """Log rewards (slot, value); with ``early_close`` (earliest aggregation, single
+        slot) the event closes now: its first reward is final."""
 
         def job(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO rewards (loop, event_id, value, ts) VALUES (?,?,?,?)",
-                (loop, event_id, value, ts),
+            conn.executemany(
+                "INSERT INTO rewards (loop, event_id, slot, value, ts) VALUES (?,?,?,?,?)",
+                [(loop, event_id, slot, value, ts) for slot, value in rewards],
             )
             if early_close:
                 conn.execute(
                     """UPDATE decisions SET close_at=? WHERE loop=? AND event_id=?
-                       AND learned_in IS NULL AND close_at>? AND (deferred=0 OR EXISTS
-                       (SELECT 1 FROM activations a WHERE a.loop=? AND a.event_id=?))""",
+                       AND learned_in IS NULL AND close_at>? AND multislot=0 AND (deferred=0
+                       OR EXISTS (SELECT 1 FROM activations a WHERE a.loop=? AND a.event_id=?))""",
                     (ts, loop, event_id, ts, loop, event_id),
                 )
 
@@ -310,7 +329,7 @@ class SqliteStore:
         conn.execute("BEGIN")
         try:
             rows = conn.execute(
-                """SELECT seq, event_id, ts, deferred, example, chosen, probability
+                """SELECT seq, event_id, ts, deferred, example, slots, mode, multislot
                    FROM decisions WHERE loop=? AND learned_in IS NULL AND close_at<=?
                    ORDER BY close_at, seq LIMIT ?""",
                 (loop, now, limit),
@@ -318,13 +337,13 @@ class SqliteStore:
             if not rows:
                 return []
             ids = orjson.dumps([r[1] for r in rows]).decode()
-            rewards: dict[str, list[tuple[float, float]]] = {}
-            for event_id, ts, value in conn.execute(
-                """SELECT event_id, ts, value FROM rewards WHERE loop=? AND event_id IN
+            rewards: dict[str, list[tuple[float, float, str | None]]] = {}
+            for event_id, ts, value, slot in conn.execute(
+                """SELECT event_id, ts, value, slot FROM rewards WHERE loop=? AND event_id IN
                    (SELECT value FROM json_each(?)) ORDER BY ts, seq""",
                 (loop, ids),
             ):
-                rewards.setdefault(event_id, []).append((ts, value))
+                rewards.setdefault(event_id, []).append((ts, value, slot))
             activations: dict[str, list[float]] = {}
             for event_id, ts in conn.execute(
                 """SELECT event_id, ts FROM activations WHERE loop=? AND event_id IN
@@ -341,32 +360,47 @@ class SqliteStore:
                 ts=ts,
                 deferred=bool(deferred),
                 example=example,
-                chosen=chosen,
-                probability=p,
+                slots=_slots(slots),
+                mode=mode,
+                multislot=bool(multislot),
                 rewards=rewards.get(eid, []),
                 activations=activations.get(eid, []),
             )
-            for seq, eid, ts, deferred, example, chosen, p in rows
+            for seq, eid, ts, deferred, example, slots, mode, multislot in rows
         ]
 
-    def mark_learned(self, loop: str, seqs: list[int], checkpoint: int) -> Future[None]:
-        payload = orjson.dumps(seqs).decode()
+    def mark_learned(self, loop: str, outcomes: list[Outcome], checkpoint: int) -> Future[None]:
+        """Mark events as handled by the coming checkpoint, with what they were learned as."""
+        rows = [
+            (checkpoint, orjson.dumps({"r": o.rewards, "t": o.trained}).decode(), loop, o.seq)
+            for o in outcomes
+        ]
 
         def job(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                """UPDATE decisions SET learned_in=? WHERE loop=? AND learned_in IS NULL
-                   AND seq IN (SELECT value FROM json_each(?))""",
-                (checkpoint, loop, payload),
+            conn.executemany(
+                "UPDATE decisions SET learned_in=?, outcome=? WHERE loop=? AND seq=? "
+                "AND learned_in IS NULL",
+                rows,
             )
 
         return self.submit(job)
+
+    def apprentice_events(self, loop: str, since: float) -> list[tuple[float, dict[str, Any]]]:
+        """(time, outcome) of learned Apprentice-mode events since ``since``, oldest first,
+        each outcome with the slots as logged."""
+        rows = self._reader().execute(
+            """SELECT ts, slots, outcome FROM decisions WHERE loop=? AND mode='Apprentice'
+               AND outcome IS NOT NULL AND ts>=? ORDER BY ts""",
+            (loop, since),
+        )
+        return [(ts, {**orjson.loads(o), "slots": orjson.loads(sl)}) for ts, sl, o in rows]
 
     def forget_unsaved(self, loop: str, last_checkpoint: int) -> Future[int]:
         """Undo marks of a checkpoint that was never saved (the process died first)."""
 
         def job(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
-                "UPDATE decisions SET learned_in=NULL WHERE loop=? AND learned_in>?",
+                "UPDATE decisions SET learned_in=NULL, outcome=NULL WHERE loop=? AND learned_in>?",
                 (loop, last_checkpoint),
             )
             return cur.rowcount
