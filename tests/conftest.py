@@ -57,8 +57,18 @@ class Server:
         env = {**os.environ, "BANDITLOOP_LOOP": '{"rewardWaitTime": "PT1S"}'}
         env.update(dict(e.split("=", 1) for e in self.extra))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "banditloop", "serve", "--port", str(self.port),
-             "--data-dir", str(self.data_dir), "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "banditloop",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+                "--log-level",
+                "warning",
+            ],
             env=env,
         )
         deadline = time.monotonic() + timeout

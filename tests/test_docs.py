@@ -37,9 +37,7 @@ def test_every_cli_command_has_help_with_an_example(command: str) -> None:
     assert "Example: banditloop" in (cmd.help or "")
 
 
-@pytest.mark.parametrize(
-    "field", [*Settings.model_fields, *ServiceConfiguration.model_fields]
-)
+@pytest.mark.parametrize("field", [*Settings.model_fields, *ServiceConfiguration.model_fields])
 def test_every_setting_is_in_the_configuration_docs(field: str) -> None:
     assert f"`{field}`" in (DOCS / "configuration.md").read_text()
 

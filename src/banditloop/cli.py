@@ -14,7 +14,7 @@ import httpx
 from pydantic import ValidationError
 
 from .admin_client import Admin, open_admin
-from .config import Settings
+from .config import Settings, describe
 from .errors import BanditloopError
 from .store.lock import DataDirLock
 
@@ -151,8 +151,7 @@ def _admin(
     except httpx.HTTPError as ex:
         raise click.ClickException(f"talking to {url}: {ex}") from None
     except ValidationError as ex:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in ex.errors())
-        raise click.ClickException(problems) from None
+        raise click.ClickException(describe(ex)) from None
 
 
 def _echo_json(value: Any) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import isodate
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import BadRequest
@@ -53,7 +53,7 @@ class Settings(BaseSettings):
         0.05, gt=0, description="How often the trainer looks for closed events."
     )
     trainer_batch: int = Field(
-        256, gt=0, description="Events learned per lock hold; keeps rank stalls short."
+        32, gt=0, description="Events learned per step; small steps keep rank stalls short."
     )
     app_id: str = Field("", description="Mixed into the sampling seed, as Azure's app ID was.")
     loop: dict[str, Any] = Field(
@@ -87,6 +87,13 @@ class Settings(BaseSettings):
                 values.update(tomllib.load(fh))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def describe(ex: ValidationError) -> str:
+    """A pydantic error as one line naming the fields."""
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"] for e in ex.errors()
+    )
 
 
 def parse_duration(text: str, field: str) -> float:

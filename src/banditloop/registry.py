@@ -11,8 +11,11 @@ import re
 import threading
 import time
 
+from pydantic import ValidationError
+
+from . import vwcheck
 from .auth import ADMIN, CLIENT, keyring
-from .config import ServiceConfiguration, Settings
+from .config import ServiceConfiguration, Settings, describe
 from .errors import BadRequest, NotFound
 from .loop import Loop
 from .policy import check_arguments
@@ -79,12 +82,16 @@ class Registry:
         with self._lock:
             if name in self.loops:
                 return self.loops[name], False
-            wire = ServiceConfiguration.model_validate(
-                {**self.settings.loop, **(configuration or {})}
-            )
+            try:
+                wire = ServiceConfiguration.model_validate(
+                    {**self.settings.loop, **(configuration or {})}
+                )
+            except ValidationError as ex:
+                raise BadRequest(describe(ex), "InvalidServiceConfiguration") from None
             wire.check()
             args = policy or self.settings.default_policy
             check_arguments(args)
+            vwcheck.check(args)
             rec = LoopRecord(
                 name=name,
                 config=wire.model_dump(mode="json"),
@@ -93,8 +100,10 @@ class Registry:
                 created=time.time(),
                 key_hashes=key_hashes or {CLIENT: [], ADMIN: []},
             )
+            loop = Loop(self.store, self.settings, rec)  # fails before anything is stored
             self.store.put_loop(rec).result()
-            loop = Loop.open(self.store, self.settings, rec, self.train)
+            if self.train:
+                loop.trainer.start()
             self.loops[name] = loop
             return loop, True
 

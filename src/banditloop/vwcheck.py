@@ -66,8 +66,10 @@ def _main(argv: list[str]) -> int:
         if ccb:
             pmf = pmf[0] if isinstance(pmf, list) and len(pmf) == 1 else None
         if not isinstance(pmf, list) or len(pmf) != 2:
-            raise RuntimeError("the model does not rank actions (not a --cb_explore_adf "
-                               "or --ccb_explore_adf model)")
+            raise RuntimeError(
+                "the model does not rank actions (not a --cb_explore_adf "
+                "or --ccb_explore_adf model)"
+            )
         ws.finish()
     except Exception as ex:  # report VW's own message to the parent
         print(str(ex).strip().splitlines()[0] if str(ex).strip() else repr(ex), file=sys.stderr)

@@ -43,10 +43,16 @@ def admin_loop(request: Request) -> Loop:
     return _loop(request, ADMIN)
 
 
+#: A keyring no key matches: once any loop has keys, /loops is closed to all but
+#: server admin keys, even if the server itself has none.
+_CLOSED = {ADMIN: ["no key hashes to this"]}
+
+
 def server_admin(request: Request) -> Registry:
     """Server-wide administration (the set of loops): server admin keys only."""
     reg = registry(request)
-    authorize(request_key(request), ADMIN, reg.keys)
+    loop_keys = any(any(loop.record.key_hashes.values()) for loop in reg.loops.values())
+    authorize(request_key(request), ADMIN, reg.keys, *([_CLOSED] if loop_keys else []))
     return reg
 
 

@@ -1,0 +1,66 @@
+"""Helpers shared by the integration tests: base paths, SQLite reads, polling."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: Every base path a client may use: (path prefix, query string).
+BASES: list[tuple[str, str]] = [
+    ("/personalizer/v1.0", ""),
+    ("/personalizer/v1.1-preview.1", ""),
+    ("/personalizer/v1.1-preview.2", ""),
+    ("/personalizer/v1.1-preview.3", ""),
+    ("/personalizer", "?api-version=2022-09-01-preview"),
+    ("/loops/default/personalizer/v1.0", ""),
+]
+BASE_IDS = ["v1.0", "v1.1-preview.1", "v1.1-preview.2", "v1.1-preview.3", "2022-09", "loops"]
+
+V1 = "/personalizer/v1.0"
+
+
+def url(base: tuple[str, str], path: str) -> str:
+    prefix, query = base
+    return f"{prefix}{path}{query}"
+
+
+def actions(*ids: str) -> list[dict[str, Any]]:
+    """Actions with one distinct categorical feature each (numbers would scale the weights)."""
+    return [{"id": a, "features": [{"kind": a}]} for a in ids]
+
+
+def db_path(data_dir: Path) -> Path:
+    return data_dir / "banditloop.db"
+
+
+def query(data_dir: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` read straight from the store's SQLite file."""
+    with closing(sqlite3.connect(db_path(data_dir), timeout=30)) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def scalar(data_dir: Path, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    return query(data_dir, sql, params)[0][0]
+
+
+def poll(fn: Callable[[], T], timeout: float = 10.0, interval: float = 0.05) -> T:
+    """Call ``fn`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
+        time.sleep(interval)
+
+
+def pmf_of(response: dict[str, Any]) -> dict[str, float]:
+    """Action id -> probability of a RankResponse."""
+    return {r["id"]: r["probability"] for r in response["ranking"]}
