@@ -13,6 +13,7 @@ from fastapi.routing import APIRoute
 from . import __version__
 from .api import errors
 from .api.admin import router as admin_router
+from .api.evaluations import router as evaluations_router
 from .api.events import router as events_router
 from .api.loops import router as loops_router
 from .config import Settings
@@ -81,6 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
     api = APIRouter()
     api.include_router(events_router)
     api.include_router(admin_router)
+    api.include_router(evaluations_router)
     for prefix in API_PREFIXES:
         app.include_router(api, prefix=prefix)
         app.include_router(api, prefix="/loops/{loop}" + prefix)

@@ -17,6 +17,7 @@ from .admin_client import Admin, open_admin
 from .config import Settings, describe
 from .errors import BanditloopError
 from .store.lock import DataDirLock
+from .worlds import WORLDS
 
 
 @click.group()
@@ -89,17 +90,28 @@ def serve(
 @click.option("--events", default=5000, show_default=True, help="Number of Rank calls.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the world's randomness.")
 @click.option("--api-key", default=None, help="Key to send, if the server requires one.")
-def simulate(url: str, events: int, seed: int, api_key: str | None) -> None:
-    """Play the news-personalization world against a running server and print the CTR.
+@click.option(
+    "--world",
+    default="news",
+    show_default=True,
+    type=click.Choice(list(WORLDS)),
+    help="Simulated world to play (see docs/learning.md).",
+)
+def simulate(url: str, events: int, seed: int, api_key: str | None, world: str) -> None:
+    """Play a simulated world against a running server and print the reward rate (CTR).
 
-    Example: banditloop simulate --url http://127.0.0.1:8080 --events 5000
+    Example: banditloop simulate --url http://127.0.0.1:8080 --events 5000 --world news
     """
     from .simulate import run_http
 
     try:
-        result = run_http(url, events=events, seed=seed, api_key=api_key, echo=click.echo)
+        result = run_http(
+            url, events=events, seed=seed, api_key=api_key, echo=click.echo, world=world
+        )
     except httpx.HTTPError as ex:
         raise click.ClickException(f"talking to {url}: {ex}") from None
+    except RuntimeError as ex:  # a world whose optional dependency is missing
+        raise click.ClickException(str(ex)) from None
     click.echo(
         f"done: {result.events} events in {result.seconds:.1f}s, ctr {result.ctr:.3f}, "
         f"last-window ctr {result.last_window_ctr:.3f}"

@@ -18,6 +18,9 @@ import orjson
 from .config import LoopConfig
 from .store.base import ClosedEvent, Outcome, SlotChoice
 
+#: Mode of decisions imported for evaluation only: logged as ranked elsewhere, not learned.
+IMPORTED = "Imported"
+
 AGGREGATIONS: dict[str, Callable[[Sequence[float]], float]] = {
     "earliest": lambda v: v[0],
     "sum": lambda v: float(sum(v)),
@@ -56,7 +59,7 @@ def outcome(ev: ClosedEvent, cfg: LoopConfig) -> Outcome:
     if not is_learnable(ev, cfg):
         return Outcome(ev.seq, None, None)
     real = [slot_reward(ev, cfg, s.id) for s in ev.slots]
-    if ev.mode == "LoggingOnly":
+    if ev.mode in ("LoggingOnly", IMPORTED):
         return Outcome(ev.seq, real, None)
     if ev.mode == "Apprentice":
         return Outcome(ev.seq, real, [float(s.chosen == s.baseline) for s in ev.slots])

@@ -12,16 +12,17 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
-from . import vwcheck
+from . import dsjson, vwcheck
 from .config import LoopConfig, ServiceConfiguration, Settings
 from .errors import BadRequest, Conflict
 from .featurize import check_text
+from .join import IMPORTED
 from .policy import Policy, check_arguments, with_epsilon
 from .ranking import plan, plan_multislot, ranking
 from .sampling import sample_index, seed_for
@@ -352,6 +353,25 @@ class Loop:
     def logs_properties(self) -> dict[str, Any]:
         rng = self.store.log_range(self.name)
         return {"dateRange": {"from": iso(rng.first), "to": iso(rng.last)}}
+
+    def export(self, start: float, end: float) -> Iterator[bytes]:
+        """DSJSON lines of the decisions ranked in [start, end) that have been joined."""
+        for ev in self.store.iter_events(self.name, start, end):
+            yield dsjson.dumps(dsjson.line(ev))
+
+    def import_lines(self, lines: Iterable[bytes], learn: bool = True) -> int:
+        """Log DSJSON decisions (e.g. from Azure) with their rewards; the trainer learns
+        them unless ``learn`` is False (they are then kept for evaluation only)."""
+        n = 0
+        for item in dsjson.read_lines(iter(lines), self.name):
+            d = item.decision if learn else replace(item.decision, mode=IMPORTED)
+            if self.store.append_decision(d).result() is None:
+                if item.rewards:
+                    self.store.append_rewards(
+                        self.name, d.event_id, item.rewards, d.ts, False
+                    ).result()
+                n += 1
+        return n
 
     def _persist(self, **changes: Any) -> None:
         self.record = replace(self.record, **changes)

@@ -17,6 +17,7 @@ from . import vwcheck
 from .auth import ADMIN, CLIENT, keyring
 from .config import ServiceConfiguration, Settings, describe
 from .errors import BadRequest, NotFound
+from .evaluation.jobs import JobRunner
 from .loop import Loop
 from .policy import check_arguments
 from .store.base import LoopRecord, Store
@@ -42,6 +43,7 @@ class Registry:
         self.settings = settings
         self.keys = keyring(settings.client_keys, settings.admin_keys)
         self.loops: dict[str, Loop] = {}
+        self.runner = JobRunner()  # evaluations and feature importances, in a child process
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._retention: threading.Thread | None = None
@@ -118,6 +120,7 @@ class Registry:
             self.store.delete_loop(name).result()
 
     def close(self) -> None:
+        self.runner.close()
         self._stop.set()
         if self._retention is not None:
             self._retention.join()

@@ -1,64 +1,21 @@
-"""Synthetic worlds with a known optimum, and a driver that plays them over HTTP.
+"""A driver that plays a simulated world (``banditloop.worlds``) over HTTP.
 
-``NewsWorld`` is the Vowpal Wabbit news-personalization tutorial: two users
-at two times of day, each preferring one of seven articles; the preferred
-article is clicked (reward 1), anything else is not (reward 0).
+Rewards go through the real Reward API; in a world with delays (``delayed``)
+each is sent that many events later, or never.
 """
 
 from __future__ import annotations
 
-import random
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 import httpx
 
+from .worlds import Interaction, NewsWorld, World, make_world, rank_body
 
-@dataclass(frozen=True)
-class Interaction:
-    context: dict[str, Any]
-    actions: list[str]
-
-
-class NewsWorld:
-    """Users x times of day x 7 articles; each (user, time) has one clicked article."""
-
-    users = ("Tom", "Anna")
-    times = ("morning", "afternoon")
-    articles = ("politics", "sports", "music", "food", "finance", "health", "camping")
-    preferred = {
-        ("Tom", "morning"): "politics",
-        ("Tom", "afternoon"): "music",
-        ("Anna", "morning"): "sports",
-        ("Anna", "afternoon"): "politics",
-    }
-
-    def __init__(self, seed: int = 0) -> None:
-        self.rng = random.Random(seed)
-
-    def next(self) -> Interaction:
-        user, tod = self.rng.choice(self.users), self.rng.choice(self.times)
-        return Interaction({"user": user, "time_of_day": tod}, list(self.articles))
-
-    def reward(self, it: Interaction, action: str) -> float:
-        return (
-            1.0
-            if self.preferred[(it.context["user"], it.context["time_of_day"])] == action
-            else 0.0
-        )
-
-    def best(self, it: Interaction) -> str:
-        return self.preferred[(it.context["user"], it.context["time_of_day"])]
-
-
-def rank_body(it: Interaction) -> dict[str, Any]:
-    return {
-        "contextFeatures": [it.context],
-        "actions": [{"id": a, "features": [{"article": a}]} for a in it.actions],
-    }
+__all__ = ["Interaction", "NewsWorld", "SimulationResult", "rank_body", "run_http"]
 
 
 @dataclass
@@ -67,6 +24,9 @@ class SimulationResult:
     ctr: float  # cumulative
     last_window_ctr: float
     seconds: float
+    rewards: list[float] = field(default_factory=list)  # per event, as the world gave them
+    optimum: float = 0.0  # mean expected reward of the best actions
+    rewards_sent: int = 0  # how many rewards reached the Reward API
 
 
 def run_http(
@@ -78,24 +38,52 @@ def run_http(
     api_key: str | None = None,
     echo: Callable[[str], None] = print,
     pause: float = 0.0,
+    world: str | World = "news",
+    event_id_prefix: str | None = None,
 ) -> SimulationResult:
-    """Play the news world against a server at ``base_url`` (its ``/personalizer/v1.0``)."""
-    world = NewsWorld(seed)
+    """Play a world against a server at ``base_url`` (its ``/personalizer/v1.0``).
+
+    A reward whose ``delay`` is d is sent after d further Rank calls; one with delay
+    ``None`` is never sent; the rest are sent when the run ends.  With
+    ``event_id_prefix``, event IDs are ``{prefix}{i}`` (so the server's draws can be
+    replayed offline); otherwise the server makes them up.
+    """
+    if isinstance(world, str):
+        world = make_world(world, seed)
     headers = {"Ocp-Apim-Subscription-Key": api_key} if api_key else {}
-    total = 0.0
+    total = best = 0.0
+    rewards: list[float] = []
+    pending: dict[int, list[tuple[str, float]]] = {}
+    sent = 0
     recent: deque[float] = deque(maxlen=window)
     start = time.perf_counter()
     with httpx.Client(
         base_url=base_url.rstrip("/") + "/personalizer/v1.0", headers=headers, timeout=30
     ) as client:
+
+        def send(event_id: str, value: float) -> None:
+            nonlocal sent
+            client.post(f"/events/{event_id}/reward", json={"value": value}).raise_for_status()
+            sent += 1
+
         for i in range(1, events + 1):
             it = world.next()
-            resp = client.post("/rank", json=rank_body(it))
+            body = rank_body(it)
+            if event_id_prefix is not None:
+                body["eventId"] = f"{event_id_prefix}{i}"
+            resp = client.post("/rank", json=body)
             resp.raise_for_status()
             answer = resp.json()
             r = world.reward(it, answer["rewardActionId"])
-            client.post(f"/events/{answer['eventId']}/reward", json={"value": r}).raise_for_status()
+            best += world.expected(it, world.best(it))
+            if it.delay == 0:
+                send(answer["eventId"], r)
+            elif it.delay is not None:
+                pending.setdefault(i + it.delay, []).append((answer["eventId"], r))
+            for event_id, value in pending.pop(i, ()):
+                send(event_id, value)
             total += r
+            rewards.append(r)
             recent.append(r)
             if i % report_every == 0 or i == events:
                 echo(
@@ -104,6 +92,15 @@ def run_http(
                 )
             if pause:
                 time.sleep(pause)
+        for due in sorted(pending):
+            for event_id, value in pending[due]:
+                send(event_id, value)
     return SimulationResult(
-        events, total / events, sum(recent) / len(recent), time.perf_counter() - start
+        events,
+        total / events,
+        sum(recent) / len(recent),
+        time.perf_counter() - start,
+        rewards,
+        best / events,
+        sent,
     )

@@ -7,7 +7,7 @@ API can acknowledge a Rank or Reward only after it is safe.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -96,6 +96,27 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class LoggedEvent:
+    """A decision read back from the log with everything that arrived for it."""
+
+    decision: Decision
+    outcome: dict[str, Any] | None  # {"r": real rewards per slot, "t": trained} once learned
+    rewards: list[tuple[float, float, str | None]]
+    activations: list[float]
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A background job (an evaluation or a feature importance) and its result."""
+
+    id: str
+    created: float
+    status: str  # Running, Succeeded, Failed
+    request: dict[str, Any]
+    result: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class ModelRecord:
     """A saved model: checkpoint ``number`` covers every event marked with it or lower.
 
@@ -132,6 +153,18 @@ class LogRange:
 
 class Store(Protocol):
     """The operations the service needs; SQLite now, PostgreSQL later."""
+
+    location: str
+
+    def iter_events(
+        self, loop: str, start: float, end: float, processed_only: bool = True
+    ) -> Iterator[LoggedEvent]: ...
+
+    def put_job(self, loop: str, kind: str, job: JobRecord) -> Future[bool]: ...
+
+    def get_jobs(self, loop: str, kind: str, job_id: str | None = None) -> list[JobRecord]: ...
+
+    def delete_job(self, loop: str, kind: str, job_id: str) -> Future[int]: ...
 
     def submit(self, job: Callable[[Any], Any]) -> Future[Any]: ...
 

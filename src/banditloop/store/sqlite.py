@@ -13,7 +13,7 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ from ..featurize import context_has
 from .base import (
     ClosedEvent,
     Decision,
+    JobRecord,
+    LoggedEvent,
     LogRange,
     LoopRecord,
     ModelRecord,
@@ -75,6 +77,16 @@ def m001_initial(db: sqlite_utils.Database) -> None:
             loop TEXT NOT NULL, number INTEGER NOT NULL, created REAL NOT NULL,
             blob BLOB NOT NULL, policy TEXT NOT NULL, events_learned INTEGER NOT NULL,
             born REAL NOT NULL, PRIMARY KEY (loop, number))"""
+    )
+
+
+@migrations()
+def m002_jobs(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """CREATE TABLE jobs (
+            loop TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL, created REAL NOT NULL,
+            status TEXT NOT NULL, request TEXT NOT NULL, result TEXT,
+            PRIMARY KEY (loop, kind, id))"""
     )
 
 
@@ -139,12 +151,59 @@ def _decision(row: tuple[Any, ...]) -> Decision:
     )
 
 
+def read_events(
+    path: Path, loop: str, start: float, end: float, processed_only: bool = True, page: int = 1000
+) -> Iterator[LoggedEvent]:
+    """Decisions ranked in [start, end), in rank order, with rewards and activations;
+    read page by page so that memory stays flat."""
+    conn = _connect(path, "NORMAL")  # its own: the caller may be slow, or another process
+    try:
+        after = (start, -1)
+        while True:
+            rows = conn.execute(
+                f"""SELECT seq, {_DECISION_COLS}, learned_in, outcome FROM decisions
+                   WHERE loop=? AND (ts>? OR (ts=? AND seq>?)) AND ts<?
+                   {"AND outcome IS NOT NULL" if processed_only else ""}
+                   ORDER BY ts, seq LIMIT ?""",
+                (loop, after[0], after[0], after[1], end, page),
+            ).fetchall()
+            if not rows:
+                return
+            ids = orjson.dumps([r[2] for r in rows]).decode()
+            rewards: dict[str, list[tuple[float, float, str | None]]] = {}
+            for eid, ts, value, slot in conn.execute(
+                """SELECT event_id, ts, value, slot FROM rewards WHERE loop=? AND event_id
+                   IN (SELECT value FROM json_each(?)) ORDER BY ts, seq""",
+                (loop, ids),
+            ):
+                rewards.setdefault(eid, []).append((ts, value, slot))
+            activations: dict[str, list[float]] = {}
+            for eid, ts in conn.execute(
+                """SELECT event_id, ts FROM activations WHERE loop=? AND event_id
+                   IN (SELECT value FROM json_each(?)) ORDER BY ts""",
+                (loop, ids),
+            ):
+                activations.setdefault(eid, []).append(ts)
+            for row in rows:
+                d = _decision(row[:14])
+                yield LoggedEvent(
+                    decision=d,
+                    outcome=orjson.loads(row[15]) if row[15] else None,
+                    rewards=rewards.get(d.event_id, []),
+                    activations=activations.get(d.event_id, []),
+                )
+            after = (rows[-1][3], rows[-1][0])
+    finally:
+        conn.close()
+
+
 class SqliteStore:
     """SQLite store; see the module docstring for how writes are made durable."""
 
     def __init__(self, data_dir: Path, synchronous: str = "FULL") -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / "banditloop.db"
+        self.location = str(self.path)  # what a job in another process opens
         self._synchronous = synchronous
         self._writer_conn = _connect(self.path, synchronous)
         migrations.apply(sqlite_utils.Database(self._writer_conn))
@@ -499,11 +558,64 @@ class SqliteStore:
         """Remove a loop and everything logged or learned for it."""
 
         def job(conn: sqlite3.Connection) -> None:
-            for table in ("decisions", "rewards", "activations", "models"):
+            for table in ("decisions", "rewards", "activations", "models", "jobs"):
                 conn.execute(f"DELETE FROM {table} WHERE loop=?", (name,))
             conn.execute("DELETE FROM loops WHERE name=?", (name,))
 
         return self.submit(job)
+
+    # -- reading the log back ---------------------------------------------------------
+
+    def iter_events(
+        self, loop: str, start: float, end: float, processed_only: bool = True
+    ) -> Iterator[LoggedEvent]:
+        return read_events(self.path, loop, start, end, processed_only)
+
+    # -- background jobs (evaluations, feature importances) ----------------------------
+
+    def put_job(self, loop: str, kind: str, job: JobRecord) -> Future[bool]:
+        """Store a job; False if one with that id exists and ``job`` is new."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "INSERT INTO jobs (loop, kind, id, created, status, request, result) "
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT (loop, kind, id) DO UPDATE SET "
+                "status=excluded.status, result=excluded.result WHERE ?",
+                (
+                    loop,
+                    kind,
+                    job.id,
+                    job.created,
+                    job.status,
+                    orjson.dumps(job.request).decode(),
+                    orjson.dumps(job.result).decode() if job.result is not None else None,
+                    job.status != "Running",
+                ),
+            )
+            return bool(cur.rowcount)
+
+        return self.submit(run)
+
+    def get_jobs(self, loop: str, kind: str, job_id: str | None = None) -> list[JobRecord]:
+        sql = "SELECT id, created, status, request, result FROM jobs WHERE loop=? AND kind=?"
+        args: list[Any] = [loop, kind]
+        if job_id is not None:
+            sql += " AND id=?"
+            args.append(job_id)
+        return [
+            JobRecord(i, c, st, orjson.loads(rq), orjson.loads(rs) if rs else None)
+            for i, c, st, rq, rs in self._reader().execute(sql + " ORDER BY created", args)
+        ]
+
+    def delete_job(self, loop: str, kind: str, job_id: str) -> Future[int]:
+        def run(conn: sqlite3.Connection) -> int:
+            return int(
+                conn.execute(
+                    "DELETE FROM jobs WHERE loop=? AND kind=? AND id=?", (loop, kind, job_id)
+                ).rowcount
+            )
+
+        return self.submit(run)
 
     # -- log administration -----------------------------------------------------------
 

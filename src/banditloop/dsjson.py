@@ -1,0 +1,187 @@
+"""Decision Service JSON (DSJSON): log lines out, and in, as ``vw --dsjson`` reads them.
+
+Out: one line per processed decision, in Azure Personalizer's key order, with
+the label the trainer learned (``_label_cost`` = -training reward,
+``_original_label_cost`` = -real reward), every observation in ``o``, and
+``_skipLearn`` for events that were not learned.  Multi-slot decisions use the
+CCB form (``c._slots``, ``_outcomes``, ``_ba``).
+
+In: lines exported here or by Azure Personalizer become decisions and rewards
+again, so that a loop can be evaluated or warm-started on them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .errors import BadRequest
+from .store.base import Decision, LoggedEvent, SlotChoice
+
+
+def timestamp(ts: float) -> str:
+    """Azure's form: ``2021-02-04T16:31:29.9430000Z`` (seven decimals)."""
+    t = dt.datetime.fromtimestamp(ts, dt.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond:06d}0Z"
+
+
+def parse_timestamp(text: str) -> float:
+    """Seconds since the epoch of an ISO-8601 time (7 decimals and ``Z`` accepted)."""
+    text = text.strip().replace("Z", "+00:00")
+    if "." in text:  # Python takes at most 6 decimals
+        head, _, rest = text.partition(".")
+        digits = "".join(c for c in rest if c.isdigit())
+        text = f"{head}.{digits[:6]}{rest[len(digits) :]}"
+    t = dt.datetime.fromisoformat(text)
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    return t.timestamp()
+
+
+def _order(slot: SlotChoice) -> list[int]:
+    """Positions of a slot's actions, the chosen one first."""
+    return [slot.chosen] + [i for i in range(len(slot.actions)) if i != slot.chosen]
+
+
+def line(ev: LoggedEvent) -> dict[str, Any]:
+    """The DSJSON object of one processed decision."""
+    d = ev.decision
+    out = ev.outcome or {"r": None, "t": None}
+    real, trained = out["r"], out["t"]
+    context = orjson.loads(d.example)
+    observations = [
+        {"v": value, "EventId": d.event_id, "ActionTaken": False} for _, value, _ in ev.rewards
+    ]
+    observations += [{"EventId": d.event_id, "ActionTaken": True} for _ in ev.activations]
+    if d.multislot:
+        return _ccb_line(ev, context, real, trained)
+    slot = d.slots[0]
+    chosen = slot.actions[slot.chosen]
+    reward = (trained or real or [0.0])[0]
+    obj: dict[str, Any] = {
+        "_label_cost": -reward,
+        "_label_probability": slot.probability,
+        "_label_Action": chosen + 1,
+        "_labelIndex": chosen,
+        "o": observations,
+        "Timestamp": timestamp(d.ts),
+        "Version": "1",
+        "EventId": d.event_id,
+        "a": [slot.actions[i] + 1 for i in _order(slot)],
+        "c": context,
+        "p": [slot.pmf[i] for i in _order(slot)],
+        "VWState": {"m": d.model_version},
+    }
+    if real is not None:
+        obj["_original_label_cost"] = -real[0]
+    if trained is None:
+        obj["_skipLearn"] = True
+    return obj
+
+
+def _ccb_line(
+    ev: LoggedEvent,
+    context: dict[str, Any],
+    real: list[float] | None,
+    trained: list[float] | None,
+) -> dict[str, Any]:
+    d = ev.decision
+    outcomes = []
+    for k, slot in enumerate(d.slots):
+        rewards = [v for _, v, s in ev.rewards if s == slot.id]
+        outcome: dict[str, Any] = {"_id": slot.id}
+        if slot.actions:
+            outcome["_label_cost"] = -(trained or real or [0.0] * len(d.slots))[k]
+            outcome["_a"] = [slot.actions[i] for i in _order(slot)]
+            outcome["_p"] = [slot.pmf[i] for i in _order(slot)]
+        if real is not None:
+            outcome["_original_label_cost"] = -real[k]
+        outcome["_o"] = rewards
+        outcomes.append(outcome)
+    obj: dict[str, Any] = {
+        "Timestamp": timestamp(d.ts),
+        "Version": "1",
+        "EventId": d.event_id,
+        "c": context,
+        "_outcomes": outcomes,
+        "VWState": {"m": d.model_version},
+        "_ba": [
+            slot.actions[slot.baseline] if slot.baseline is not None else None for slot in d.slots
+        ],
+    }
+    if trained is None:
+        obj["_skipLearn"] = True
+    return obj
+
+
+def dumps(obj: dict[str, Any]) -> bytes:
+    return orjson.dumps(obj) + b"\n"
+
+
+# -- import ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Imported:
+    decision: Decision
+    rewards: list[tuple[str | None, float]]
+
+
+def parse_line(text: str | bytes, loop: str) -> Imported:
+    """A single-slot DSJSON line as a decision plus its reward; refuses lines VW would
+    choke on (a line without ``a`` has crashed VW after learning)."""
+    try:
+        obj = orjson.loads(text)
+        context = obj["c"]
+        actions = obj["a"]
+        pmf = obj["p"]
+        event_id = str(obj["EventId"])
+        ts = parse_timestamp(obj["Timestamp"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as ex:
+        raise BadRequest(f"Not a single-slot DSJSON line: {ex!r}") from None
+    multi = context.get("_multi") if isinstance(context, dict) else None
+    if (
+        not isinstance(multi, list)
+        or not multi
+        or not isinstance(actions, list)
+        or not actions
+        or len(actions) != len(pmf)
+        or sorted(actions) != list(range(1, len(multi) + 1))
+    ):
+        raise BadRequest("DSJSON line has no consistent c._multi, a and p.")
+    order = [a - 1 for a in actions]  # 0-based, chosen first
+    slot = SlotChoice(None, order, [float(p) for p in pmf], 0, 0, 0)
+    ids = [str((m.get("i") or {}).get("id", m.get("_tag", i))) for i, m in enumerate(multi)]
+    rewards: list[tuple[str | None, float]] = [
+        (None, float(o["v"])) for o in obj.get("o") or () if "v" in o
+    ]
+    if not rewards and "_label_cost" in obj:
+        rewards = [(None, -float(obj.get("_original_label_cost", obj["_label_cost"])))]
+    decision = Decision(
+        loop=loop,
+        event_id=event_id,
+        ts=ts,
+        close_at=ts,
+        deferred=bool(obj.get("_skipLearn")),
+        request_hash="imported",
+        example=orjson.dumps(context).decode(),
+        action_ids=ids,
+        slots=[slot],
+        response=b"{}",
+        model_version=str((obj.get("VWState") or {}).get("m", "")),
+    )
+    return Imported(decision, rewards)
+
+
+def read_lines(lines: Iterator[bytes], loop: str) -> Iterator[Imported]:
+    for n, text in enumerate(lines, 1):
+        if not text.strip():
+            continue
+        try:
+            yield parse_line(text, loop)
+        except BadRequest as ex:
+            raise BadRequest(f"line {n}: {ex.message}") from None

@@ -1,0 +1,1 @@
+"""Offline evaluation: estimators, counterfactual replay, feature importance, jobs."""

@@ -1,0 +1,160 @@
+"""Evaluations and feature importances as background jobs in a child process.
+
+VW holds the GIL, so a replay in the server process would stall ranking; the
+job runs in a process of its own, reads the log straight from the store file,
+and hands its result back to the parent, which stores it.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import multiprocessing
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ..store.base import JobRecord
+from ..store.sqlite import read_events
+from .estimators import OffPolicy
+from .importance import feature_importance
+from .replay import ONLINE, evaluate
+
+log = logging.getLogger(__name__)
+EVALUATION, IMPORTANCE = "evaluation", "featureImportance"
+BUCKET_SECONDS = 300.0
+
+#: Arguments tried by policy optimization, on top of the loop's own policy.
+SEARCH_SPACE = [
+    "--cb_explore_adf --epsilon 0.2 -q :: --cb_type mtr",
+    "--cb_explore_adf --epsilon 0.1 -q :: --cb_type mtr",
+    "--cb_explore_adf --epsilon 0.05 -q :: --cb_type mtr",
+    "--cb_explore_adf --epsilon 0.1 -q :: --cb_type ips",
+    "--cb_explore_adf --epsilon 0.1 -q :: --cb_type mtr -l 0.1",
+    "--cb_explore_adf --epsilon 0.1 --cb_type mtr",
+    "--cb_explore_adf --squarecb -q :: --cb_type mtr",
+    "--cb_explore_adf --bag 5 --epsilon 0.05 -q :: --cb_type mtr",
+]
+
+
+def run_evaluation(
+    db: str, loop: str, request: dict[str, Any], current_policy: str
+) -> dict[str, Any]:
+    """The work of one evaluation (runs in the child process)."""
+    start, end = request["start"], request["end"]
+    custom = [(p["name"], p["arguments"]) for p in request.get("policies") or []]
+    optimize = bool(request.get("optimize"))
+    searched = []
+    if optimize:
+        known = {args for _, args in custom} | {current_policy}
+        searched = [(f"Optimized{i}", a) for i, a in enumerate(SEARCH_SPACE) if a not in known]
+    results = evaluate(
+        read_events(Path(db), loop, start, end),
+        custom + searched,
+        BUCKET_SECONDS,
+        keep_models=True,
+    )
+    online = next(r for r in results if r.name == ONLINE)
+    online_value = online.total.estimate_snips().value
+    best, best_low = ONLINE, None
+    for r in results:
+        if r.source != "Custom":
+            continue
+        est = r.total.estimate_snips()
+        if est.low > online_value and (best_low is None or est.low > best_low):
+            best, best_low = r.name, est.low
+    named_custom = {name for name, _ in custom}
+    return {
+        "events": online.total.n,
+        "optimalPolicy": best,
+        "policies": [
+            {
+                "name": r.name,
+                "arguments": r.arguments or (current_policy if r.name == ONLINE else ""),
+                "policySource": (
+                    "OfflineExperimentation"
+                    if r.source == "Custom" and r.name not in named_custom
+                    else r.source
+                ),
+                "summary": r.total.summary(),
+                "buckets": {str(b): op.sums() for b, op in sorted(r.buckets.items())},
+            }
+            for r in results
+        ],
+        "models": {
+            r.name: base64.b64encode(r.model).decode()
+            for r in results
+            if r.model is not None and r.name in (best, *named_custom)
+        },
+    }
+
+
+def run_importance(
+    db: str, loop: str, request: dict[str, Any], current_policy: str
+) -> dict[str, Any]:
+    events = read_events(Path(db), loop, request["start"], request["end"])
+    return {"featureScores": feature_importance(events, current_policy)}
+
+
+JOBS: dict[str, Callable[[str, str, dict[str, Any], str], dict[str, Any]]] = {
+    EVALUATION: run_evaluation,
+    IMPORTANCE: run_importance,
+}
+
+
+def series(policy: dict[str, Any], interval_minutes: int, window: str) -> list[dict[str, Any]]:
+    """The time series of one policy: per interval (Rolling) or cumulative (Expanding)."""
+    width = max(1, int(interval_minutes * 60 // BUCKET_SECONDS))
+    grouped: dict[int, list[float]] = {}
+    for bucket, sums in policy["buckets"].items():
+        key = int(bucket) // width
+        acc = grouped.setdefault(key, [0.0] * len(sums))
+        grouped[key] = [a + b for a, b in zip(acc, sums, strict=True)]
+    out = []
+    running = [0.0] * 10
+    for key in sorted(grouped):
+        sums = grouped[key]
+        if window == "Expanding":
+            running = [a + b for a, b in zip(running, sums, strict=True)]
+            sums = running
+        est = OffPolicy.from_sums(sums).estimate_snips().as_dict()
+        ts = key * width * BUCKET_SECONDS
+        out.append({"timeStamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)), **est})
+    return out
+
+
+class JobRunner:
+    """One worker process for the server's jobs; results are stored by the caller's hook."""
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+
+    def submit(
+        self,
+        kind: str,
+        db: str,
+        loop: str,
+        job: JobRecord,
+        policy: str,
+        done: Callable[[JobRecord], None],
+    ) -> Future[dict[str, Any]]:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        fut = self._pool.submit(JOBS[kind], db, loop, job.request, policy)
+
+        def finish(f: Future[dict[str, Any]]) -> None:
+            try:
+                result, status = f.result(), "Succeeded"
+            except Exception as ex:  # the job's failure is its result
+                log.exception("%s %s failed", kind, job.id)
+                result, status = {"error": str(ex)}, "Failed"
+            done(JobRecord(job.id, job.created, status, job.request, result))
+
+        fut.add_done_callback(finish)
+        return fut
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,171 @@
+"""Counterfactual evaluation: replay logged decisions through other policies.
+
+Every policy is judged on the same logged events, in time order, with the
+estimators of :mod:`estimators`.  Custom VW policies learn as they go
+(progressive validation, as the original did): each event is first scored,
+then learned.  A reward model (``--cb_adf --cb_type mtr``) learned the same way
+supplies the doubly robust estimates.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import vowpalwabbit
+
+from ..join import labelled
+from ..policy import check_arguments
+from ..store.base import LoggedEvent
+from .estimators import OffPolicy
+
+ONLINE, BASELINE, RANDOM = "online", "baseline1", "baselineRand"
+REWARD_MODEL = "--cb_adf -q :: --cb_type mtr"
+
+
+@dataclass(frozen=True)
+class Replayable:
+    """A logged single-slot decision as an evaluation sees it."""
+
+    ts: float
+    example: str
+    n_actions: int
+    logged: int  # index (in the example) of the action shown
+    p_log: float  # the probability it was shown with
+    logged_pmf: list[float]  # the logging policy's pmf, per example action
+    reward: float  # the real reward
+    holdout: bool = False
+
+
+def replayable(ev: LoggedEvent) -> Replayable | None:
+    """None for what cannot be evaluated: multi-slot, not learnable, not yet joined."""
+    d = ev.decision
+    if d.multislot or not ev.outcome or ev.outcome.get("r") is None:
+        return None
+    slot = d.slots[0]
+    pmf = [0.0] * len(d.action_ids)
+    for i, p in zip(slot.actions, slot.pmf, strict=True):
+        pmf[i] = p
+    shown = slot.actions[slot.shown]
+    if d.mode in ("Apprentice", "LoggingOnly"):  # the baseline was shown, whatever was drawn
+        pmf = [float(i == shown) for i in range(len(pmf))]
+    return Replayable(d.ts, d.example, len(pmf), shown, pmf[shown], pmf, ev.outcome["r"][0])
+
+
+def _workspace(args: str) -> vowpalwabbit.Workspace:
+    return vowpalwabbit.Workspace(arg_list=[*check_arguments(args), "--json", "--quiet"])
+
+
+class VwPolicy:
+    """A custom policy replayed with progressive validation."""
+
+    def __init__(self, args: str) -> None:
+        self.args = args
+        self.ws = _workspace(args)
+
+    def pmf(self, ev: Replayable) -> list[float]:
+        ex = self.ws.parse(ev.example)
+        try:
+            return [float(p) for p in self.ws.predict(ex)]
+        finally:
+            self.ws.finish_example(ex)
+
+    def learn(self, ev: Replayable) -> None:
+        ex = self.ws.parse(labelled(ev.example, ev.logged, ev.p_log, -ev.reward))
+        try:
+            self.ws.learn(ex)
+        finally:
+            self.ws.finish_example(ex)
+
+    def model(self) -> bytes:
+        fd, path = tempfile.mkstemp(suffix=".vw")
+        os.close(fd)
+        try:
+            self.ws.save(path)
+            with open(path, "rb") as fh:
+                return fh.read()
+        finally:
+            os.unlink(path)
+
+
+class RewardModel:
+    """Predicted reward per action, learned progressively from the logs."""
+
+    def __init__(self) -> None:
+        self.ws = vowpalwabbit.Workspace(arg_list=[*REWARD_MODEL.split(), "--json", "--quiet"])
+
+    def predict(self, ev: Replayable) -> list[float]:
+        ex = self.ws.parse(ev.example)
+        try:
+            return [-float(c) for c in self.ws.predict(ex)]
+        finally:
+            self.ws.finish_example(ex)
+
+    def learn(self, ev: Replayable) -> None:
+        ex = self.ws.parse(labelled(ev.example, ev.logged, ev.p_log, -ev.reward))
+        try:
+            self.ws.learn(ex)
+        finally:
+            self.ws.finish_example(ex)
+
+
+@dataclass
+class PolicyResult:
+    name: str
+    arguments: str
+    source: str  # Online, Baseline, Random, Custom, OfflineExperimentation
+    total: OffPolicy = field(default_factory=OffPolicy)
+    buckets: dict[int, OffPolicy] = field(default_factory=dict)
+    model: bytes | None = None
+
+    def add(self, bucket: int, ev: Replayable, pmf: list[float], r_hat: list[float]) -> None:
+        p_target = pmf[ev.logged]
+        v_hat = sum(p * r for p, r in zip(pmf, r_hat, strict=True))
+        args = (ev.p_log, ev.reward, p_target, r_hat[ev.logged], v_hat)
+        self.total.add(*args)
+        self.buckets.setdefault(bucket, OffPolicy()).add(*args)
+
+
+def evaluate(
+    events: Iterable[LoggedEvent],
+    custom: list[tuple[str, str]],
+    bucket_seconds: float = 300.0,
+    progress: Callable[[int], None] | None = None,
+    keep_models: bool = False,
+) -> list[PolicyResult]:
+    """Replay the logs through online, baseline1, baselineRand and each custom
+    (name, VW arguments) policy; returns their estimates, overall and per bucket."""
+    results = [
+        PolicyResult(ONLINE, "", "Online"),
+        PolicyResult(BASELINE, "", "Baseline"),
+        PolicyResult(RANDOM, "", "Random"),
+    ]
+    vw = [(PolicyResult(name, args, "Custom"), VwPolicy(args)) for name, args in custom]
+    reward_model = RewardModel()
+    for n, ev in enumerate(_replayable(events), 1):
+        bucket = int(ev.ts // bucket_seconds)
+        r_hat = reward_model.predict(ev)
+        results[0].add(bucket, ev, ev.logged_pmf, r_hat)
+        results[1].add(bucket, ev, [1.0] + [0.0] * (ev.n_actions - 1), r_hat)
+        results[2].add(bucket, ev, [1.0 / ev.n_actions] * ev.n_actions, r_hat)
+        for res, pol in vw:
+            res.add(bucket, ev, pol.pmf(ev), r_hat)
+            pol.learn(ev)
+        reward_model.learn(ev)
+        if progress and n % 1000 == 0:
+            progress(n)
+    for res, pol in vw:
+        if keep_models:
+            res.model = pol.model()
+        results.append(res)
+    return results
+
+
+def _replayable(events: Iterable[LoggedEvent]) -> Iterator[Replayable]:
+    for ev in events:
+        r = replayable(ev)
+        if r is not None and r.p_log > 0 and math.isfinite(r.reward):
+            yield r

@@ -1,0 +1,107 @@
+"""Jobs of a loop: create, read, delete evaluations and feature importances; apply a policy."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+from ..errors import BadRequest, NotFound
+from ..loop import Loop
+from ..store.base import JobRecord
+from .jobs import EVALUATION, IMPORTANCE, JobRunner
+from .replay import BASELINE, ONLINE, RANDOM
+
+NOT_FOUND = {EVALUATION: "EvaluationNotFound", IMPORTANCE: "FeatureImportanceNotFound"}
+EXISTS = {EVALUATION: "EvaluationAlreadyExists", IMPORTANCE: "FeatureImportanceAlreadyExists"}
+LABEL = {EVALUATION: "Evaluation", IMPORTANCE: "Feature importance"}
+MAX_CUSTOM_POLICIES = 10
+
+
+def create(
+    runner: JobRunner, loop: Loop, kind: str, job_id: str, request: dict[str, Any]
+) -> JobRecord:
+    """Store a Running job and start it; a job id may be used once."""
+    if not job_id or len(job_id) > 256:
+        raise BadRequest("The id must be 1 to 256 characters.", "InvalidEvaluationContract")
+    if request["end"] <= request["start"]:
+        raise BadRequest("endTime must be after startTime.", "InvalidEvaluationContract")
+    policies = request.get("policies") or []
+    if len(policies) > MAX_CUSTOM_POLICIES:
+        raise BadRequest(
+            f"At most {MAX_CUSTOM_POLICIES} custom policies.", "InvalidEvaluationContract"
+        )
+    names = [p["name"] for p in policies]
+    if len(set(names)) != len(names) or set(names) & {ONLINE, BASELINE, RANDOM}:
+        raise BadRequest("Custom policy names should be unique.", "DuplicateCustomPolicyNames")
+    from ..policy import check_arguments
+
+    for p in policies:
+        check_arguments(p["arguments"])
+        if "--ccb_explore_adf" in p["arguments"]:
+            raise BadRequest(
+                "Multi-slot policies cannot be evaluated yet.", "InvalidEvaluationContract"
+            )
+    job = JobRecord(job_id, time.time(), "Running", request)
+    if not loop.store.put_job(loop.name, kind, job).result():
+        raise BadRequest(f"{LABEL[kind]} with id {job_id} already exists.", EXISTS[kind])
+
+    def done(finished: JobRecord) -> None:
+        if get_or_none(loop, kind, job_id) is not None:  # not deleted meanwhile
+            loop.store.put_job(loop.name, kind, finished).result()
+
+    runner.submit(kind, loop.store.location, loop.name, job, loop.record.policy, done)
+    return job
+
+
+def get_or_none(loop: Loop, kind: str, job_id: str) -> JobRecord | None:
+    found = loop.store.get_jobs(loop.name, kind, job_id)
+    return found[0] if found else None
+
+
+def get(loop: Loop, kind: str, job_id: str) -> JobRecord:
+    job = get_or_none(loop, kind, job_id)
+    if job is None:
+        raise NotFound(f"{LABEL[kind]} {job_id} not found.", NOT_FOUND[kind])
+    return job
+
+
+def delete(loop: Loop, kind: str, job_id: str) -> None:
+    if not loop.store.delete_job(loop.name, kind, job_id).result():
+        raise NotFound(f"{LABEL[kind]} {job_id} not found.", NOT_FOUND[kind])
+
+
+def exploration_of(arguments: str) -> float | None:
+    """The ``--epsilon`` of policy arguments, if they set one."""
+    tokens = arguments.replace("=", " ").split()
+    for flag in ("--epsilon", "-e"):
+        if flag in tokens and tokens.index(flag) + 1 < len(tokens):
+            try:
+                return float(tokens[tokens.index(flag) + 1])
+            except ValueError:
+                return None
+    return None
+
+
+def apply(loop: Loop, evaluation_id: str, policy_name: str) -> None:
+    """Make an evaluated policy live, with the model it learned during the replay."""
+    job = get(loop, EVALUATION, evaluation_id)
+    if job.status != "Succeeded" or not job.result:
+        raise BadRequest("Learning Settings not found in evaluation.", "LearningSettingsNotFound")
+    if policy_name == ONLINE:
+        return
+    policy = next((p for p in job.result["policies"] if p["name"] == policy_name), None)
+    if policy is None or policy["policySource"] in ("Baseline", "Random"):
+        raise BadRequest(
+            f"{policy_name} is not a policy of evaluation {evaluation_id} that can be applied.",
+            "LearningSettingsNotFound",
+        )
+    epsilon = exploration_of(policy["arguments"])
+    if epsilon is not None and epsilon != loop.config.exploration:
+        # explorationPercentage rewrites --epsilon: carry the evaluated rate over
+        wire = loop.wire.model_copy(update={"explorationPercentage": epsilon})
+        loop.update_configuration(wire)
+    loop.update_policy(policy_name, policy["arguments"])
+    model = job.result.get("models", {}).get(policy_name)
+    if model:
+        loop.import_model(base64.b64decode(model))
