@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
+import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,10 +16,17 @@ import click
 import httpx
 from pydantic import ValidationError
 
-from .admin_client import Admin, open_admin
+from . import dsjson
+from .admin_client import Admin, LocalAdmin, open_admin
 from .config import Settings, describe
+from .dsjson import parse_timestamp
 from .errors import BanditloopError
+from .evaluation import report
+from .evaluation.importance import feature_importance
+from .evaluation.jobs import run_evaluation
+from .store.base import LoopRecord
 from .store.lock import DataDirLock
+from .store.sqlite import read_events, read_loop
 from .worlds import WORLDS
 
 
@@ -359,3 +369,214 @@ def loops_delete(name: str, yes: bool, **target: Any) -> None:
     with _admin(**target) as admin:
         admin.delete_loop(name)
     click.echo(f"deleted loop {name}")
+
+
+# -- logs out and in, and offline evaluation -------------------------------------------
+
+
+def _time(value: str | None, default: float) -> float:
+    if not value:
+        return default
+    if value == "now":
+        return time.time()
+    try:
+        return parse_timestamp(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO-8601 time") from None
+
+
+def _store_file(data_dir: Path, loop: str) -> tuple[Path, LoopRecord]:
+    db = data_dir / "banditloop.db"
+    record = read_loop(db, loop) if db.exists() else None
+    if record is None:
+        raise click.ClickException(f"no loop {loop!r} in {data_dir}")
+    return db, record
+
+
+_range = [
+    click.option("--from", "start", default=None, help="Start (ISO-8601); default: the beginning."),
+    click.option("--to", "end", default=None, help="End (ISO-8601 or 'now'); default: now."),
+]
+
+
+def _with_range(f: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed(_range):
+        f = opt(f)
+    return f
+
+
+@logs.command("export")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Read this data directory (a running server may keep using it).",
+)
+@click.option("--url", default=None, help="Or export from a running server.")
+@click.option("--api-key", envvar="BANDITLOOP_API_KEY", default=None, help="Admin key for --url.")
+@click.option("--loop", default="default", show_default=True)
+@_with_range
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def logs_export(
+    data_dir: Path | None,
+    url: str | None,
+    api_key: str | None,
+    loop: str,
+    start: str | None,
+    end: str | None,
+    output: Path,
+) -> None:
+    """Write the joined decisions of a time range as DSJSON (one JSON object per line).
+
+    Example: banditloop logs export --data-dir ./data --from 2026-11-01T00:00:00Z -o logs.json
+    """
+    t0, t1 = _time(start, 0.0), _time(end, time.time())
+    n = 0
+    with output.open("wb") as out:
+        if url:
+            prefix = ("" if loop == "default" else f"/loops/{loop}") + "/personalizer/v1.0"
+            params = {"startTime": _iso(t0), "endTime": _iso(t1)}
+            headers = {"Ocp-Apim-Subscription-Key": api_key} if api_key else {}
+            try:
+                with httpx.stream(
+                    "GET",
+                    url.rstrip("/") + prefix + "/logs/export",
+                    params=params,
+                    headers=headers,
+                    timeout=None,
+                ) as r:
+                    if r.status_code != 200:
+                        raise click.ClickException(f"HTTP {r.status_code}: {r.read()[:300]!r}")
+                    for line in r.iter_lines():
+                        out.write(line.encode() + b"\n")
+                        n += 1
+                        _tick(n)
+            except httpx.HTTPError as ex:
+                raise click.ClickException(f"talking to {url}: {ex}") from None
+        else:
+            if data_dir is None:
+                raise click.UsageError("Give --data-dir or --url.")
+            db, _ = _store_file(data_dir, loop)
+            for ev in read_events(db, loop, t0, t1):
+                out.write(dsjson.dumps(dsjson.line(ev)))
+                n += 1
+                _tick(n)
+    click.echo(f"\nwrote {n} events to {output}", err=True)
+
+
+def _tick(n: int) -> None:
+    if n % 10_000 == 0 and sys.stderr.isatty():
+        click.echo(f"\r{n} events ...", nl=False, err=True)
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
+
+
+@logs.command("import")
+@_target
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--no-learn", is_flag=True, help="Keep the events for evaluation only.")
+def logs_import(file: Path, no_learn: bool, **target: Any) -> None:
+    """Load DSJSON decisions (e.g. saved from Azure Personalizer) into a loop's log.
+
+    Imported events are learned by the loop's trainer (a warm start) unless --no-learn.
+    Example: banditloop logs import --data-dir ./data azure-logs.json
+    """
+    if target["url"]:
+        raise click.UsageError("logs import works on a data directory (--data-dir).")
+    with _admin(**target) as admin, file.open("rb") as fh:
+        assert isinstance(admin, LocalAdmin)
+        n = admin.loop.import_lines(fh, learn=not no_learn)
+    click.echo(f"imported {n} events from {file}")
+
+
+@main.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="The data directory to read (a running server may keep using it).",
+)
+@click.option("--loop", default="default", show_default=True)
+@_with_range
+@click.option(
+    "--policy",
+    "policies",
+    multiple=True,
+    help="VW arguments of a policy to compare (repeat, at most 10).",
+)
+@click.option("--optimize", is_flag=True, help="Also search for better VW arguments.")
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Write report.md and report.png into this directory.",
+)
+def evaluate(
+    data_dir: Path,
+    loop: str,
+    start: str | None,
+    end: str | None,
+    policies: tuple[str, ...],
+    optimize: bool,
+    report_dir: Path | None,
+) -> None:
+    """Replay the logs through other policies and estimate what they would have earned.
+
+    Example: banditloop evaluate --data-dir ./data --policy "--cb_explore_adf -q :: --epsilon 0.1"
+    """
+    db, record = _store_file(data_dir, loop)
+    request = {
+        "name": "cli",
+        "start": _time(start, 0.0),
+        "end": _time(end, time.time()),
+        "policies": [{"name": f"policy{i + 1}", "arguments": a} for i, a in enumerate(policies)],
+        "optimize": optimize,
+    }
+    try:
+        result = run_evaluation(str(db), loop, request, record.policy)
+    except BanditloopError as ex:
+        raise click.ClickException(ex.message) from None
+    result.pop("models", None)
+    text = report.table(result)
+    click.echo(text)
+    for p in result["policies"]:
+        if p["arguments"] and p["policySource"] != "Online":
+            click.echo(f"  {p['name']}: {p['arguments']}")
+    if report_dir:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        (report_dir / "report.md").write_text(text + "\n")
+        try:
+            png = report.plot(result, report_dir / "report.png")
+        except RuntimeError as ex:
+            raise click.ClickException(str(ex)) from None
+        click.echo(f"wrote {report_dir / 'report.md'} and {png}")
+
+
+@main.group()
+def features() -> None:
+    """Which features matter, measured on the logs."""
+
+
+@features.command("importance")
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), required=True)
+@click.option("--loop", default="default", show_default=True)
+@_with_range
+def features_importance(data_dir: Path, loop: str, start: str | None, end: str | None) -> None:
+    """Score each feature by how much the loop's policy loses without it (drop-one replay).
+
+    Example: banditloop features importance --data-dir ./data
+    """
+    db, record = _store_file(data_dir, loop)
+    scores = feature_importance(
+        read_events(db, loop, _time(start, 0.0), _time(end, time.time())), record.policy
+    )
+    click.echo("| namespace | feature | score | distinct values | looks like an ID |")
+    click.echo("|---|---|---|---|---|")
+    for s in scores:
+        click.echo(
+            f"| {s['namespace']} | {s['featureName']} | {s['score']:.3f} | "
+            f"{s['distinctValues']} | {'yes' if s['highCardinality'] else ''} |"
+        )

@@ -197,6 +197,18 @@ def read_events(
         conn.close()
 
 
+def read_loop(path: Path, name: str) -> LoopRecord | None:
+    """A loop's record, read without opening the store for writing."""
+    conn = _connect(path, "NORMAL")
+    try:
+        row = conn.execute(
+            f"SELECT {SqliteStore._LOOP_COLS} FROM loops WHERE name=?", (name,)
+        ).fetchone()
+    finally:
+        conn.close()
+    return SqliteStore._loop(row) if row else None
+
+
 class SqliteStore:
     """SQLite store; see the module docstring for how writes are made durable."""
 
