@@ -66,8 +66,7 @@ def make_trainer(store: SqliteStore, policy: Policy, cfg: LoopConfig) -> Trainer
         store,
         policy=lambda: policy,
         config=lambda: cfg,
-        checkpoint=latest.number if latest else 0,
-        events_learned=latest.events_learned if latest else 0,
+        latest=latest,
         born=T0,
         batch=4,  # several steps per test: batches must not overlap
     )
@@ -155,7 +154,7 @@ def test_crash_before_save_relearns_exactly_the_unsaved(tmp_path: Path) -> None:
     trainer = make_trainer(store, policy, cfg)
     # the first 10 events close and are saved in checkpoint 1
     assert drain(trainer, T0 + 9 + WAIT) == 10
-    assert trainer.save() == 1
+    assert trainer.save().number == 1
     # the last 5 are learned and marked, then the process dies before the next save
     assert drain(trainer, T0 + 14 + WAIT) == 5
     assert store.count_learned(LOOP) == 15

@@ -94,9 +94,8 @@ class Loop:
             store,
             policy=lambda: self.policy,
             config=lambda: self.config,
-            checkpoint=latest.number if latest else 0,
-            events_learned=latest.events_learned if latest else 0,
-            born=latest.born if latest else record.created,
+            latest=latest,
+            born=record.created,
             batch=settings.trainer_batch,
             poll=settings.trainer_poll_seconds,
         )
@@ -120,7 +119,7 @@ class Loop:
 
     @property
     def model_version(self) -> str:
-        return str(self.trainer.checkpoint)
+        return str(self.trainer.saved)
 
     # -- client calls -------------------------------------------------------------
 

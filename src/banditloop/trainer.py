@@ -1,10 +1,13 @@
 """The trainer: join closed events with their rewards, learn, checkpoint. One per loop.
 
 Exactly-once learning across crashes: every event learned is marked in the
-store with the number of the *next* checkpoint before that checkpoint (the
-model, saved to the store) exists.  If the process dies first, start-up
-clears the marks above the last saved checkpoint and those events are learned
-again, on top of the model that did not yet contain them.
+store with the trainer's current *mark* before the model that contains it is
+saved; each saved model records the highest mark it covers.  If the process
+dies first, start-up clears the marks above the newest model's and those
+events are learned again, on top of the model that did not yet contain them.
+
+A model saved by someone else (a reset, an import, a new policy, from any
+process) covers every mark made so far: the trainer adopts it and goes on.
 """
 
 from __future__ import annotations
@@ -39,19 +42,20 @@ class Trainer:
         store: Store,
         policy: Callable[[], Policy],
         config: Callable[[], LoopConfig],
-        checkpoint: int,
-        events_learned: int,
+        latest: ModelRecord | None,
         born: float,
-        batch: int = 256,
+        batch: int = 32,
         poll: float = 0.05,
     ) -> None:
         self.loop = loop
         self.store = store
         self._policy = policy
         self._config = config
-        self.checkpoint = checkpoint  # number of the last saved model
-        self.events_learned = events_learned
-        self.born = born  # when the current model's lineage started
+        self.saved = latest.number if latest else 0  # the newest model this process knows
+        self.mark = (latest.covers if latest else 0) + 1  # what this trainer marks events with
+        self.events_learned = latest.events_learned if latest else 0
+        self.born = latest.born if latest else born  # when the model's lineage started
+        self.active = False  # True once this object trains the loop (see step)
         self.batch = batch
         self.poll = poll
         self.stats = TrainerStats(last_checkpoint=time.time())
@@ -61,11 +65,12 @@ class Trainer:
         self.lock = threading.RLock()  # one step, checkpoint or model swap at a time
 
     def recover(self) -> int:
-        """Forget marks of a checkpoint that never got saved; returns how many."""
-        return self.store.forget_unsaved(self.loop, self.checkpoint).result()
+        """Forget marks no saved model covers; returns how many."""
+        return self.store.forget_unsaved(self.loop, self.mark - 1).result()
 
     def step(self, now: float | None = None) -> int:
         """Learn one batch of closed events; returns how many events it handled."""
+        self.active = True  # whoever steps is the loop's trainer
         with self.lock:
             cfg = self._config()
             events = self.store.closed_events(self.loop, now or time.time(), self.batch)
@@ -80,7 +85,7 @@ class Trainer:
             self.stats.skipped += len(events) - len(lines)
             if lines:
                 self._policy().learn(lines)
-            self.store.mark_learned(self.loop, outcomes, self.checkpoint + 1).result()
+            self.store.mark_learned(self.loop, outcomes, self.mark).result()
             self.stats.learned += len(lines)
             self.events_learned += len(lines)
             self._dirty = True
@@ -91,28 +96,38 @@ class Trainer:
         """Whether the live model has learned since the last checkpoint."""
         return self._dirty
 
-    def save(self, blob: bytes | None = None, born: float | None = None) -> int:
-        """Save the model (or ``blob``, an imported file) as the next checkpoint.
+    def save(self, blob: bytes | None = None, born: float | None = None) -> ModelRecord:
+        """Save the model (or ``blob``, an imported file) as the loop's newest.
 
-        ``born`` starts a new model lineage (import or reset)."""
+        ``born`` starts a new model lineage (import or reset).  Saved by the active
+        trainer, it covers this trainer's marks; saved by any other process (an
+        administrative change), every mark made so far."""
         with self.lock:
             policy = self._policy()
             if born is not None:
                 self.born = born
             record = ModelRecord(
                 loop=self.loop,
-                number=self.checkpoint + 1,
+                number=0,
                 created=time.time(),
                 blob=blob if blob is not None else policy.save(),
                 policy=policy.args,
                 events_learned=self.events_learned,
                 born=self.born,
             )
-            self.store.save_model(record).result()
-            self.checkpoint = record.number
-            self.stats.last_checkpoint = record.created
+            saved = self.store.save_model(record, self.mark if self.active else None).result()
+            self.adopt(saved)
+            self.stats.last_checkpoint = saved.created
+            return saved
+
+    def adopt(self, model: ModelRecord) -> None:
+        """Take ``model`` as the newest saved one (the caller loads it into the policy)."""
+        with self.lock:
+            self.saved = model.number
+            self.mark = max(self.mark, model.covers + 1)
+            self.events_learned = model.events_learned
+            self.born = model.born
             self._dirty = False
-            return record.number
 
     def run(self) -> None:
         while not self._stop.is_set():

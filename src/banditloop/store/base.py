@@ -118,10 +118,11 @@ class JobRecord:
 
 @dataclass(frozen=True)
 class ModelRecord:
-    """A saved model: checkpoint ``number`` covers every event marked with it or lower.
-
-    ``born`` is when this model's lineage started (first save, import or reset);
-    ``created`` is when this checkpoint was written.
+    """A saved model. ``covers`` is the highest trainer mark it accounts for: events
+    marked with it or lower are in it (or were discarded by a reset or import).
+    ``number`` is given by the store, in order of saving.  ``born`` is when this
+    model's lineage started (first save, import or reset); ``created`` is when this
+    checkpoint was written.
     """
 
     loop: str
@@ -131,6 +132,7 @@ class ModelRecord:
     policy: str
     events_learned: int
     born: float
+    covers: int = 0
 
 
 @dataclass(frozen=True)
@@ -185,15 +187,17 @@ class Store(Protocol):
 
     def closed_events(self, loop: str, now: float, limit: int) -> list[ClosedEvent]: ...
 
-    def mark_learned(self, loop: str, outcomes: list[Outcome], checkpoint: int) -> Future[None]: ...
+    def mark_learned(self, loop: str, outcomes: list[Outcome], mark: int) -> Future[None]: ...
 
     def apprentice_events(self, loop: str, since: float) -> list[tuple[float, dict[str, Any]]]: ...
 
-    def save_model(self, model: ModelRecord, keep: int = 3) -> Future[None]: ...
+    def save_model(
+        self, model: ModelRecord, covers: int | None, keep: int = 3
+    ) -> Future[ModelRecord]: ...
 
     def latest_model(self, loop: str) -> ModelRecord | None: ...
 
-    def forget_unsaved(self, loop: str, last_checkpoint: int) -> Future[int]: ...
+    def forget_unsaved(self, loop: str, covers: int) -> Future[int]: ...
 
     def get_loop(self, name: str) -> LoopRecord | None: ...
 

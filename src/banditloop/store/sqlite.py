@@ -15,6 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         """CREATE TABLE models (
             loop TEXT NOT NULL, number INTEGER NOT NULL, created REAL NOT NULL,
             blob BLOB NOT NULL, policy TEXT NOT NULL, events_learned INTEGER NOT NULL,
-            born REAL NOT NULL, PRIMARY KEY (loop, number))"""
+            born REAL NOT NULL, covers INTEGER NOT NULL, PRIMARY KEY (loop, number))"""
     )
 
 
@@ -440,10 +441,10 @@ class SqliteStore:
             for seq, eid, ts, deferred, example, slots, mode, multislot in rows
         ]
 
-    def mark_learned(self, loop: str, outcomes: list[Outcome], checkpoint: int) -> Future[None]:
-        """Mark events as handled by the coming checkpoint, with what they were learned as."""
+    def mark_learned(self, loop: str, outcomes: list[Outcome], mark: int) -> Future[None]:
+        """Mark events as handled under the trainer's mark, with what they were learned as."""
         rows = [
-            (checkpoint, orjson.dumps({"r": o.rewards, "t": o.trained}).decode(), loop, o.seq)
+            (mark, orjson.dumps({"r": o.rewards, "t": o.trained}).decode(), loop, o.seq)
             for o in outcomes
         ]
 
@@ -466,13 +467,13 @@ class SqliteStore:
         )
         return [(ts, {**orjson.loads(o), "slots": orjson.loads(sl)}) for ts, sl, o in rows]
 
-    def forget_unsaved(self, loop: str, last_checkpoint: int) -> Future[int]:
-        """Undo marks of a checkpoint that was never saved (the process died first)."""
+    def forget_unsaved(self, loop: str, covers: int) -> Future[int]:
+        """Undo marks that no saved model covers (the trainer died before saving)."""
 
         def job(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
                 "UPDATE decisions SET learned_in=NULL, outcome=NULL WHERE loop=? AND learned_in>?",
-                (loop, last_checkpoint),
+                (loop, covers),
             )
             return cur.rowcount
 
@@ -490,24 +491,37 @@ class SqliteStore:
 
     # -- models and loops -----------------------------------------------------------
 
-    def save_model(self, model: ModelRecord, keep: int = 3) -> Future[None]:
-        def job(conn: sqlite3.Connection) -> None:
+    def save_model(
+        self, model: ModelRecord, covers: int | None, keep: int = 3
+    ) -> Future[ModelRecord]:
+        """Save a model as the loop's newest; the store numbers it.  ``covers`` None (a
+        model from outside the trainer: reset, import) covers every mark made so far."""
+
+        def job(conn: sqlite3.Connection) -> ModelRecord:
+            number, top = conn.execute(
+                "SELECT coalesce((SELECT max(number) FROM models WHERE loop=?), 0) + 1, "
+                "coalesce((SELECT max(learned_in) FROM decisions WHERE loop=?), 0)",
+                (model.loop, model.loop),
+            ).fetchone()
+            saved = replace(model, number=number, covers=top if covers is None else covers)
             conn.execute(
-                "INSERT INTO models (loop, number, created, blob, policy, events_learned, born) "
-                "VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO models (loop, number, created, blob, policy, events_learned, born, "
+                "covers) VALUES (?,?,?,?,?,?,?,?)",
                 (
-                    model.loop,
-                    model.number,
-                    model.created,
-                    model.blob,
-                    model.policy,
-                    model.events_learned,
-                    model.born,
+                    saved.loop,
+                    saved.number,
+                    saved.created,
+                    saved.blob,
+                    saved.policy,
+                    saved.events_learned,
+                    saved.born,
+                    saved.covers,
                 ),
             )
             conn.execute(
-                "DELETE FROM models WHERE loop=? AND number<=?", (model.loop, model.number - keep)
+                "DELETE FROM models WHERE loop=? AND number<=?", (saved.loop, number - keep)
             )
+            return saved
 
         return self.submit(job)
 
@@ -515,7 +529,8 @@ class SqliteStore:
         row = (
             self._reader()
             .execute(
-                "SELECT loop, number, created, blob, policy, events_learned, born FROM models "
+                "SELECT loop, number, created, blob, policy, events_learned, born, covers "
+                "FROM models "
                 "WHERE loop=? ORDER BY number DESC LIMIT 1",
                 (loop,),
             )
@@ -523,7 +538,7 @@ class SqliteStore:
         )
         if row is None:
             return None
-        return ModelRecord(row[0], row[1], row[2], bytes(row[3]), row[4], row[5], row[6])
+        return ModelRecord(row[0], row[1], row[2], bytes(row[3]), row[4], row[5], row[6], row[7])
 
     _LOOP_COLS = "name, config, policy_name, policy, created, key_hashes"
 
