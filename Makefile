@@ -7,7 +7,7 @@ HOST    ?= 127.0.0.1
 PORT    ?= 8080
 DATA    ?= ./data
 
-.PHONY: run test test-long lint fmt bench clean
+.PHONY: run test test-long lint fmt bench clean chromium screenshots
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -23,15 +23,33 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
-test: lint
+# Debian's Chromium for the dashboard's browser test (Playwright drives it; its own
+# browser download does not work everywhere). Installed when missing and possible.
+chromium:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+	  || echo "chromium is not installed: the browser test will be skipped"
+
+test: lint chromium
 	$(BIN)/pytest -q
 
-test-long: lint
+test-long: lint chromium
 	BANDITLOOP_LONG_TESTS=1 $(BIN)/pytest -q
+
+screenshots: $(STAMP) chromium
+	BANDITLOOP_SCREENSHOTS=1 $(BIN)/pytest -q tests/test_dashboard_browser.py
 
 fmt: $(STAMP)
 	$(BIN)/ruff format src tests bench examples
 	$(BIN)/ruff check --fix src tests bench examples
+
+# wrk comes from the distribution (installed here when missing and running as root).
+bench: $(STAMP)
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && \
+		{ apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; }; } || \
+		{ echo "wrk is missing: sudo apt-get install -y wrk"; exit 2; }
+	$(BIN)/python bench/throughput.py $(BENCH_ARGS)
+	$(BIN)/python bench/rank_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

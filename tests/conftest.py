@@ -103,3 +103,13 @@ def server(tmp_path: Path) -> Iterator[Server]:
     srv = Server(tmp_path / "data", free_port()).start()
     yield srv
     srv.stop()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.slow`` tests run only with BANDITLOOP_LONG_TESTS=1 (``make test-long``)."""
+    if os.environ.get("BANDITLOOP_LONG_TESTS"):
+        return
+    skip = pytest.mark.skip(reason="long variant: run with `make test-long`")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

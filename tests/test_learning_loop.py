@@ -42,7 +42,7 @@ def _trainer_stats(client: TestClient) -> Any:
 
 def test_rewards_shift_the_pmf(client: TestClient) -> None:
     first = pmf_of(_rank(client, "warmup"))
-    assert first == pytest.approx({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3})
+    assert first == pytest.approx({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}, abs=0.01)
 
     deadline = time.monotonic() + 20
     i = 0
@@ -115,7 +115,7 @@ def test_deferred_event_never_activated_is_not_learned(
     stats = _trainer_stats(client)
     assert (stats.learned, stats.skipped) == (0, 1)  # ... but not learned
     pmf = pmf_of(_rank(client, "probe-1", deferActivation=True))
-    assert pmf == pytest.approx({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3})
+    assert pmf == pytest.approx({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}, abs=0.01)
 
     # the same, activated: learned at once, and the model moves
     _rank(client, "deferred-2", excludedActions=["b", "c"], deferActivation=True)

@@ -16,6 +16,7 @@ import httpx
 from .auth import keyring
 from .config import ServiceConfiguration, Settings
 from .errors import BanditloopError
+from .items import Catalogue, Item
 from .loop import Loop
 from .registry import Registry
 from .store.lock import DataDirLock
@@ -36,6 +37,7 @@ class Admin(Protocol):
     def list_loops(self) -> list[dict[str, Any]]: ...
     def create_loop(self, name: str, spec: dict[str, Any]) -> tuple[dict[str, Any], bool]: ...
     def delete_loop(self, name: str) -> None: ...
+    def put_items(self, items: list[Item]) -> int: ...
 
 
 class HttpAdmin:
@@ -107,6 +109,10 @@ class HttpAdmin:
     def delete_loop(self, name: str) -> None:
         self._call("DELETE", f"/loops/{name}")
 
+    def put_items(self, items: list[Item]) -> int:
+        body = [it.to_json() for it in items]
+        return int(self._loop("PUT", "/items", json=body).json()["upserted"])
+
 
 class LocalAdmin:
     """Admin calls on a data directory that no server is using."""
@@ -177,6 +183,9 @@ class LocalAdmin:
 
     def delete_loop(self, name: str) -> None:
         self.registry.delete(name)
+
+    def put_items(self, items: list[Item]) -> int:
+        return int(Catalogue(self.loop.store, self.loop_name).put(items).result())
 
 
 @contextmanager

@@ -13,11 +13,18 @@ from fastapi.routing import APIRoute
 from . import __version__
 from .api import errors
 from .api.admin import router as admin_router
+from .api.dashboard import router as dashboard_router
 from .api.evaluations import router as evaluations_router
 from .api.events import router as events_router
+from .api.items import router as items_router
 from .api.loops import router as loops_router
+from .api.operations import router as operations_router
 from .config import Settings
+from .dashboard import Dashboards
+from .limits import LimitsMiddleware
+from .observability import ObservabilityMiddleware, configure_logging
 from .registry import Registry
+from .rerank import Reranker
 from .store import SqliteStore
 from .store.lock import DataDirLock
 
@@ -39,14 +46,26 @@ def _operation_id(route: APIRoute) -> str:
     return f"{route.name}{re.sub(r'[^A-Za-z0-9]+', '_', route.path_format)}".rstrip("_")
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, worker: bool = False) -> FastAPI:
+    """The service. A ``worker`` is one of several rank processes of ``serve --workers``:
+    it neither owns the data directory nor trains, and follows the store for models."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        lock = DataDirLock(settings.data_dir).acquire()
-        store = SqliteStore(settings.data_dir, settings.sqlite_synchronous)
-        registry = Registry(store, settings)
+        configure_logging(settings)
+        lock = None if worker else DataDirLock(settings.data_dir).acquire()
+        store = SqliteStore(
+            settings.data_dir,
+            settings.sqlite_synchronous,
+            settings.sqlite_busy_timeout_seconds,
+            settings.max_write_queue,
+        )
+        registry = Registry(store, settings, train=not worker)
+        app.state.reranker = reranker = Reranker()  # recommender calls (docs/reranking.md)
         try:
             registry.open()
+            if worker:
+                registry.watch()
             app.state.registry = registry
             log.info(
                 "banditloop %s serving %d loop(s) from %s",
@@ -61,9 +80,11 @@ def create_app(settings: Settings) -> FastAPI:
                 )
             yield
         finally:
+            await reranker.aclose()
             registry.close()
             store.close()
-            lock.release()
+            if lock is not None:
+                lock.release()
 
     app = FastAPI(
         title="banditloop",
@@ -73,6 +94,15 @@ def create_app(settings: Settings) -> FastAPI:
         generate_unique_id_function=_operation_id,
     )
     errors.install(app)
+    app.add_middleware(  # inside observability, so that shed requests are counted
+        LimitsMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_concurrent_requests=settings.max_concurrent_requests,
+        rate_limit_per_second=settings.rate_limit_per_second,
+        rate_limit_burst=settings.rate_limit_burst,
+    )
+    app.add_middleware(ObservabilityMiddleware, settings=settings)
+    app.state.dashboards = Dashboards(settings.dashboard_events)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -83,8 +113,21 @@ def create_app(settings: Settings) -> FastAPI:
     api.include_router(events_router)
     api.include_router(admin_router)
     api.include_router(evaluations_router)
+    api.include_router(items_router)
     for prefix in API_PREFIXES:
         app.include_router(api, prefix=prefix)
         app.include_router(api, prefix="/loops/{loop}" + prefix)
     app.include_router(loops_router)
+    app.include_router(operations_router)
+    app.include_router(dashboard_router)
     return app
+
+
+WORKER_SETTINGS_ENV = "BANDITLOOP_WORKER_SETTINGS"
+
+
+def worker_app() -> FastAPI:
+    """Factory for uvicorn's worker processes: settings come from the supervisor."""
+    import os
+
+    return create_app(Settings.model_validate_json(os.environ[WORKER_SETTINGS_ENV]), worker=True)

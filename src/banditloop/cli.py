@@ -58,16 +58,25 @@ def main() -> None:
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
+@click.option(
+    "--workers",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Rank processes; with 1 or more, a separate trainer process learns "
+    "(0: one process does both).",
+)
 def serve(
     host: str | None,
     port: int | None,
     data_dir: Path | None,
     config_file: Path | None,
     log_level: str,
+    workers: int,
 ) -> None:
     """Run the service.
 
-    Example: banditloop serve --port 8080 --data-dir ./data
+    Example: banditloop serve --port 8080 --data-dir ./data --workers 2
     """
     import uvicorn
 
@@ -81,6 +90,11 @@ def serve(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if workers:
+        from .processes import serve_workers
+
+        serve_workers(settings, workers, log_level)
+        return
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -369,6 +383,46 @@ def loops_delete(name: str, yes: bool, **target: Any) -> None:
     with _admin(**target) as admin:
         admin.delete_loop(name)
     click.echo(f"deleted loop {name}")
+
+
+@main.group()
+def items() -> None:
+    """Manage a loop's item catalogue (features of the items it ranks)."""
+
+
+@items.command("import")
+@_target
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl"]),
+    default=None,
+    help="File format (default: csv for *.csv, else JSON lines).",
+)
+@click.option(
+    "--batch", default=1000, show_default=True, type=click.IntRange(min=1), help="Items per call."
+)
+def items_import(file: Path, fmt: str | None, batch: int, **target: Any) -> None:
+    """Insert or replace catalogue items from CSV (an id column, other columns are
+    features) or JSON lines ({"id", "features", "available"?} per line).
+
+    Example: banditloop items import --url http://127.0.0.1:8080 --loop shop items.csv
+    """
+    from .items import Item, read_items
+
+    fmt = fmt or ("csv" if file.suffix.lower() == ".csv" else "jsonl")
+    n = 0
+    with _admin(**target) as admin, file.open(newline="", encoding="utf-8") as fh:
+        chunk: list[Item] = []
+        for item in read_items(fh, fmt):
+            chunk.append(item)
+            if len(chunk) >= batch:
+                n += admin.put_items(chunk)
+                chunk = []
+        if chunk:
+            n += admin.put_items(chunk)
+    click.echo(f"imported {n} items from {file}")
 
 
 # -- logs out and in, and offline evaluation -------------------------------------------

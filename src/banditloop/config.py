@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import BadRequest
 from .policy import DEFAULT_POLICY
+from .recommender import RecommenderConfig
 
 Aggregation = Literal["earliest", "sum", "average", "median", "min", "max"]
 LearningMode = Literal["Online", "Apprentice", "LoggingOnly"]
@@ -52,8 +53,11 @@ class Settings(BaseSettings):
     trainer_poll_seconds: float = Field(
         0.05, gt=0, description="How often the trainer looks for closed events."
     )
-    trainer_batch: int = Field(
-        32, gt=0, description="Events learned per step; small steps keep rank stalls short."
+    trainer_batch: int | None = Field(
+        None,
+        gt=0,
+        description="Events learned per step. Default 32 in one process (small steps keep "
+        "rank stalls short), 1024 in the separate trainer of --workers.",
     )
     app_id: str = Field("", description="Mixed into the sampling seed, as Azure's app ID was.")
     loop: dict[str, Any] = Field(
@@ -75,7 +79,50 @@ class Settings(BaseSettings):
         default_factory=dict, description="Loops to create at start-up, by name."
     )
     retention_check_seconds: float = Field(
-        3600, gt=0, description="How often logs older than logRetentionDays are deleted."
+        3600,
+        gt=0,
+        description="How often logs older than logRetentionDays are deleted and a due "
+        "auto-optimization is started.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text, or as one JSON object per line."
+    )
+    access_log: bool = Field(
+        False, description="Write one log line per HTTP request (off: the rank path stays lean)."
+    )
+    log_features: bool = Field(
+        False,
+        description="Allow feature values in logs: access log lines then carry request bodies.",
+    )
+    dashboard_events: int = Field(
+        10_000, gt=0, description="Latest events the dashboard's estimates are computed on."
+    )
+    max_body_bytes: int = Field(
+        1 << 20, gt=0, description="Largest request body; larger ones get 413 (limits.py)."
+    )
+    max_actions: int = Field(
+        50, ge=1, le=10_000, description="Actions per Rank (50 as the original; may be raised)."
+    )
+    max_features: int = Field(
+        10_000, gt=0, description="Features per Rank request, context and actions together."
+    )
+    max_string_length: int = Field(
+        16_384, gt=0, description="Longest feature name or string value, in characters."
+    )
+    max_concurrent_requests: int = Field(
+        0, ge=0, description="Requests in flight per process before 503 + Retry-After (0: off)."
+    )
+    max_write_queue: int = Field(
+        10_000, ge=0, description="Writes waiting for the store before 503 + Retry-After (0: off)."
+    )
+    rate_limit_per_second: float = Field(
+        0, ge=0, description="Requests per second per API key before 429 + Retry-After (0: off)."
+    )
+    rate_limit_burst: float = Field(
+        0, ge=0, description="Requests a key may send at once (0: one second's worth)."
+    )
+    sqlite_busy_timeout_seconds: float = Field(
+        30, gt=0, description="How long a write waits for a lock held by another process."
     )
 
     @classmethod
@@ -126,8 +173,8 @@ class ServiceConfiguration(BaseModel):
     rewardWaitTime: str = "PT10M"
     defaultReward: float = Field(0.0, ge=-1, le=1, allow_inf_nan=False)
     rewardAggregation: Aggregation = "earliest"
-    explorationPercentage: float = Field(0.2, ge=0, le=1, allow_inf_nan=False)
-    modelExportFrequency: str = "PT5S"
+    explorationPercentage: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
+    modelExportFrequency: str = "PT2S"
     logMirrorEnabled: bool | None = None
     logMirrorSasUri: str | None = None
     logRetentionDays: int = Field(90, ge=-1)
@@ -140,6 +187,9 @@ class ServiceConfiguration(BaseModel):
     isInferenceExplainabilityEnabled: bool | None = False
     latestApprenticeModeMetrics: dict[str, Any] | None = Field(
         None, description="Read-only: how well the model imitates the baseline in Apprentice mode."
+    )
+    recommender: RecommenderConfig | None = Field(
+        None, description="Extension: the upstream recommender whose items Rank re-ranks."
     )
 
     def check(self, previous: ServiceConfiguration | None = None) -> LoopConfig:

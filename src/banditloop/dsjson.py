@@ -22,10 +22,12 @@ import orjson
 from .errors import BadRequest
 from .store.base import Decision, LoggedEvent, SlotChoice
 
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
 
 def timestamp(ts: float) -> str:
     """Azure's form: ``2021-02-04T16:31:29.9430000Z`` (seven decimals)."""
-    t = dt.datetime.fromtimestamp(ts, dt.UTC)
+    t = EPOCH + dt.timedelta(microseconds=int(ts * 1_000_000))  # truncated, never later
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond:06d}0Z"
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import logging
 import math
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -23,12 +25,15 @@ from .config import LoopConfig, ServiceConfiguration, Settings
 from .errors import BadRequest, Conflict
 from .featurize import check_text
 from .join import IMPORTED
+from .limits import check_features
 from .policy import Policy, check_arguments, with_epsilon
 from .ranking import plan, plan_multislot, ranking
+from .recovery import load_policy
 from .sampling import sample_index, seed_for
 from .store.base import Decision, LoopRecord, SlotChoice, Store
 from .trainer import Trainer
 
+log = logging.getLogger(__name__)
 MAX_EVENT_ID = 256
 APPRENTICE_BATCH = 1000  # events in latestApprenticeModeMetrics.lastBatchMetrics
 
@@ -47,6 +52,9 @@ class RankInput:
     event_id: str | None
     defer_activation: bool
     body_hash: str
+    #: Re-ranking (see rerank.py): where the actions came from, "client", "recommender"
+    #: or "fallback"; None for a plain Rank. If the model fails, the upstream order wins.
+    source: str | None = None
 
 
 def check_event_id(event_id: str, code: str = "BadRequest") -> None:
@@ -87,8 +95,8 @@ class Loop:
         self.record = record
         self.wire = ServiceConfiguration.model_validate(record.config)
         self.config = LoopConfig.from_wire(self.wire)
-        latest = store.latest_model(self.name)
-        self.policy = Policy(self.effective_args(), latest.blob if latest else None)
+        # a corrupt newest model falls back to an older one, or to an empty one (recovery.py)
+        self.policy, latest = load_policy(store, settings, self.name, self.effective_args())
         self.trainer = Trainer(
             self.name,
             store,
@@ -96,18 +104,46 @@ class Loop:
             config=lambda: self.config,
             latest=latest,
             born=record.created,
-            batch=settings.trainer_batch,
+            batch=settings.trainer_batch or 32,
             poll=settings.trainer_poll_seconds,
         )
-        self.trainer.recover()
         self._admin = threading.Lock()  # one administrative change at a time
+        self.counters: Counter[str] = Counter()  # re-ranking events (rerank.py), since start
 
     @classmethod
     def open(cls, store: Store, settings: Settings, record: LoopRecord, train: bool = True) -> Loop:
+        """Open a loop; with ``train`` this process becomes its one trainer, which first
+        forgets the marks of a trainer that died before saving them."""
         loop = cls(store, settings, record)
         if train:
+            loop.trainer.recover()
             loop.trainer.start()
         return loop
+
+    def refresh(self) -> None:
+        """Catch up with what other processes changed through the store: configuration,
+        policy, and newer models (a worker loads each checkpoint the trainer saves)."""
+        rec = self.store.get_loop(self.name)
+        if rec is None:
+            return
+        with self.trainer.lock:
+            before = (self.record, self.wire, self.config)
+            old_args = self.effective_args()
+            if rec != self.record:
+                self.record = rec
+                self.wire = ServiceConfiguration.model_validate(rec.config)
+                self.config = LoopConfig.from_wire(self.wire)
+            try:
+                if self.store.model_number(self.name) != self.trainer.saved:
+                    latest = self.store.latest_model(self.name)
+                    if latest is not None:
+                        self.policy = Policy(self.effective_args(), latest.blob)
+                        self.trainer.adopt(latest)
+                elif self.effective_args() != old_args:  # exploration changed: keep the model
+                    self.policy = Policy(self.effective_args(), self.policy.save())
+            except BadRequest as ex:  # e.g. a new policy whose model is not saved yet
+                log.info("loop %s: not following the store yet: %s", self.name, ex.message)
+                self.record, self.wire, self.config = before  # and try again next time
 
     def close(self) -> None:
         self.trainer.stop()
@@ -127,7 +163,8 @@ class Loop:
         """Choose an action, log the decision durably, and return the response body."""
         if req.event_id is not None:
             check_event_id(req.event_id, "InvalidRankRequest")
-        p = plan(req.context_features, req.actions, req.excluded)
+        self._check_limits(req)
+        p = plan(req.context_features, req.actions, req.excluded, self.settings.max_actions)
         event_id = req.event_id or uuid.uuid4().hex
         mode = self.config.learning_mode
         multislot = self.policy.multislot
@@ -135,14 +172,21 @@ class Loop:
         example = p.example
         if multislot:  # a one-slot CCB example, so that both kinds of rank share the model
             example = example[:-1] + ',"_slots":[{"_id":"0"}]}'
-        if mode == "LoggingOnly" or n == 1:
+        try:
+            if mode == "LoggingOnly" or n == 1:
+                pmf = [1.0] + [0.0] * (n - 1)
+            elif multislot:
+                pmf = [0.0] * n
+                for i, prob in self.policy.slot_pmf(example):
+                    pmf[i] = prob
+            else:
+                pmf = self.policy.pmf(p.example)
+        except Exception:
+            if req.source is None:
+                raise
+            self.counters["model_failure"] += 1
+            log.exception("loop %s: the model failed; answering in the upstream order", self.name)
             pmf = [1.0] + [0.0] * (n - 1)
-        elif multislot:
-            pmf = [0.0] * n
-            for i, prob in self.policy.slot_pmf(example):
-                pmf[i] = prob
-        else:
-            pmf = self.policy.pmf(p.example)
         chosen = sample_index(pmf, seed_for(event_id, self.settings.app_id))
         shown = chosen if mode == "Online" else 0  # the baseline: first non-excluded action
         slot = SlotChoice(None, list(range(n)), pmf, chosen, shown, 0)
@@ -151,6 +195,8 @@ class Loop:
             "eventId": event_id,
             "rewardActionId": p.vw_ids[shown],
         }
+        if req.source in ("recommender", "fallback"):
+            body["source"] = req.source
         return await self._log(req, event_id, example, p.vw_ids, [slot], body, multislot)
 
     async def rank_multislot(self, req: RankInput, slots: list[SlotInput]) -> bytes:
@@ -163,7 +209,8 @@ class Loop:
             )
         if req.event_id is not None:
             check_event_id(req.event_id, "InvalidRankRequest")
-        p = plan_multislot(req.context_features, req.actions, slots)
+        self._check_limits(req, [s[1] for s in slots])
+        p = plan_multislot(req.context_features, req.actions, slots, self.settings.max_actions)
         event_id = req.event_id or uuid.uuid4().hex
         mode = self.config.learning_mode
         seed = seed_for(event_id, self.settings.app_id)
@@ -185,14 +232,19 @@ class Loop:
                 answer.append({"id": slot.id, "rewardActionId": None})
                 continue
             chosen = sample_index(pmf, seed + k)
-            taken.add(allowed[chosen])
             shown = chosen if mode == "Online" or baseline is None else baseline
+            taken.add(allowed[shown])  # later slots never reuse what was shown
             choices.append(SlotChoice(slot.id, allowed, pmf, chosen, shown, baseline))
-            action = allowed[shown] if mode == "Online" else slot.baseline
+            action = allowed[shown]
             answer.append({"id": slot.id, "rewardActionId": p.action_ids[action]})
         example = p.with_slots([s.vw_object() for s in p.slots])
         body = {"slots": answer, "eventId": event_id}
         return await self._log(req, event_id, example, p.action_ids, choices, body, True)
+
+    def _check_limits(self, req: RankInput, slot_features: list[Any] | None = None) -> None:
+        s = self.settings
+        features = [f for _, f in req.actions] + (slot_features or [])
+        check_features(req.context_features, features, s.max_features, s.max_string_length)
 
     async def _log(
         self,
@@ -221,6 +273,7 @@ class Loop:
             model_version=self.model_version,
             mode=self.config.learning_mode,
             multislot=multislot,
+            source=req.source,
         )
         existing = await asyncio.wrap_future(self.store.append_decision(decision))
         if existing is None:
@@ -297,8 +350,16 @@ class Loop:
             metrics = self.wire.latestApprenticeModeMetrics
             if config.learning_mode == "Apprentice" and self.config.learning_mode != "Apprentice":
                 metrics = {"startTime": iso(now.timestamp())}
+            # Azure's clients PUT every field they know: an absent extension field is kept.
+            kept = {"recommender": self.wire.recommender}
+            if "recommender" in new.model_fields_set:
+                kept = {}
             new = new.model_copy(
-                update={"lastConfigurationEditDate": now, "latestApprenticeModeMetrics": metrics}
+                update={
+                    "lastConfigurationEditDate": now,
+                    "latestApprenticeModeMetrics": metrics,
+                    **kept,
+                }
             )
             self._persist(config=new.model_dump(mode="json"))
             old = self.config
@@ -326,11 +387,9 @@ class Loop:
         """The current model file; the same bytes until the model learns again."""
         with self._admin:
             latest = self.store.latest_model(self.name)
-            if latest is None or self.trainer.dirty:
-                self.trainer.save()
-                latest = self.store.latest_model(self.name)
-            assert latest is not None
-            return latest.blob
+            if self.trainer.active and (latest is None or self.trainer.dirty):
+                latest = self.trainer.save()
+            return latest.blob if latest is not None else self.policy.save()
 
     def import_model(self, blob: bytes) -> None:
         """Replace the model; the file is tried in a child process first."""

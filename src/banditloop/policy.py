@@ -17,9 +17,10 @@ import vowpalwabbit
 
 from .errors import BadRequest
 
-#: banditloop's default, chosen by measurement (docs/learning.md): Azure's default
-#: learns with ``--power_t 0 -l 0.001``, which is far too slow at low traffic.
-DEFAULT_POLICY = "--cb_explore_adf --epsilon 0.2 -q :: --cb_type mtr"
+#: banditloop's default, chosen by measurement (docs/learning.md): synthetic cover
+#: explores by itself, so the default explorationPercentage (the --epsilon floor) is 0.
+#: Azure's default learns with ``--power_t 0 -l 0.001``, far too slowly at low traffic.
+DEFAULT_POLICY = "--cb_explore_adf --synthcover -q ::"
 #: Azure Personalizer's own default, kept for comparison and for imported loops.
 AZURE_DEFAULT_POLICY = "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.001 --cb_type mtr -q ::"
 MAX_ARGUMENTS_LENGTH = 1024

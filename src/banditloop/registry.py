@@ -10,6 +10,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 
 from pydantic import ValidationError
 
@@ -18,6 +19,7 @@ from .auth import ADMIN, CLIENT, keyring
 from .config import ServiceConfiguration, Settings, describe
 from .errors import BadRequest, NotFound
 from .evaluation.jobs import JobRunner
+from .evaluation.service import auto_optimize
 from .loop import Loop
 from .policy import check_arguments
 from .store.base import LoopRecord, Store
@@ -46,7 +48,7 @@ class Registry:
         self.runner = JobRunner()  # evaluations and feature importances, in a child process
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._retention: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def open(self) -> None:
         """Open stored loops, then create or re-key the declared ones and the default."""
@@ -63,8 +65,36 @@ class Registry:
             elif decl and keys != self.loops[name].record.key_hashes:
                 self.loops[name]._persist(key_hashes=keys)
         if self.train:
-            self._retention = threading.Thread(target=self._retain, name="retention", daemon=True)
-            self._retention.start()
+            self._background(self._retain, "retention")
+
+    def watch(self, every: float = 0.5) -> None:
+        """In a multi-process server: follow what other processes change in the store."""
+
+        def run() -> None:
+            while not self._stop.wait(every):
+                try:
+                    self.sync()
+                except Exception:
+                    log.exception("following the store failed")
+
+        self._background(run, "watch")
+
+    def sync(self) -> None:
+        """Open loops created elsewhere, close deleted ones, refresh the rest."""
+        stored = {rec.name: rec for rec in self.store.list_loops()}
+        with self._lock:
+            for name in [n for n in self.loops if n not in stored]:
+                self.loops.pop(name).close()
+            for name, rec in stored.items():
+                if name not in self.loops:
+                    self.loops[name] = Loop.open(self.store, self.settings, rec, self.train)
+        for loop in list(self.loops.values()):
+            loop.refresh()
+
+    def _background(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def get(self, name: str) -> Loop:
         loop = self.loops.get(name)
@@ -122,8 +152,8 @@ class Registry:
     def close(self) -> None:
         self.runner.close()
         self._stop.set()
-        if self._retention is not None:
-            self._retention.join()
+        for thread in self._threads:
+            thread.join()
         for loop in self.loops.values():
             loop.close()
 
@@ -145,5 +175,8 @@ class Registry:
                 n = self.apply_retention()
                 if n:
                     log.info("retention deleted %d events", n)
+                for loop in list(self.loops.values()):
+                    if auto_optimize(self.runner, loop):
+                        log.info("loop %s: auto-optimization started", loop.name)
             except Exception:
-                log.exception("retention job failed")
+                log.exception("retention or auto-optimization failed")

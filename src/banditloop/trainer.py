@@ -96,7 +96,7 @@ class Trainer:
         """Whether the live model has learned since the last checkpoint."""
         return self._dirty
 
-    def save(self, blob: bytes | None = None, born: float | None = None) -> ModelRecord:
+    def save(self, blob: bytes | None = None, born: float | None = None) -> ModelRecord | None:
         """Save the model (or ``blob``, an imported file) as the loop's newest.
 
         ``born`` starts a new model lineage (import or reset).  Saved by the active
@@ -115,7 +115,13 @@ class Trainer:
                 events_learned=self.events_learned,
                 born=self.born,
             )
-            saved = self.store.save_model(record, self.mark if self.active else None).result()
+            if self.active:  # covers this trainer's marks, unless a newer model appeared
+                saved = self.store.save_model(record, self.mark, after=self.saved).result()
+            else:
+                saved = self.store.save_model(record, None).result()
+            if saved is None:
+                log.info("loop %s: a model saved elsewhere is newer; adopting it", self.loop)
+                return None
             self.adopt(saved)
             self.stats.last_checkpoint = saved.created
             return saved

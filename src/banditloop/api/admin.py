@@ -90,7 +90,12 @@ async def reset_policy(loop: AdminLoop) -> dict[str, str]:
     "/model",
     tags=["admin"],
     response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}, "description": "Model file."}},
+    responses={
+        200: {
+            "content": {"application/octet-stream": {}, "application/zip": {}},
+            "description": "The model file, or with signed=true a zip.",
+        }
+    },
 )
 async def get_model(
     loop: AdminLoop, signed: Annotated[bool, Query(description="Zip with a digest.")] = False

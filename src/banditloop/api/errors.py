@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from ..errors import BadRequest, BanditloopError
+from ..limits import retry_after_header
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def error_response(err: BanditloopError) -> Response:
         orjson.dumps(err.body()),
         status_code=err.status,
         media_type="application/json",
-        headers={"x-ms-error-code": err.code},
+        headers={"x-ms-error-code": err.code, **retry_after_header(err)},
     )
 
 

@@ -172,7 +172,10 @@ async def create_evaluation_v1(
     )
 
 
-@router.put("/evaluations/{evaluationId}")
+_STARTED = {"response_class": Response, "responses": {200: {"description": "Started; no body."}}}
+
+
+@router.put("/evaluations/{evaluationId}", **_STARTED)  # type: ignore[arg-type]
 async def create_evaluation(
     request: Request, evaluationId: JobId, body: EvaluationContract, loop: AdminLoop
 ) -> Response:
@@ -227,7 +230,7 @@ async def apply_from_evaluation(body: PolicyReferenceContract, loop: AdminLoop) 
 # -- feature importances ------------------------------------------------------------
 
 
-@router.put("/featureImportances/{featureImportanceId}")
+@router.put("/featureImportances/{featureImportanceId}", **_STARTED)  # type: ignore[arg-type]
 async def create_feature_importance(
     request: Request,
     featureImportanceId: JobId,

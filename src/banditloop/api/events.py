@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
 from ..loop import RankInput, body_hash
 from .deps import ClientLoop
+from .rerank import rank_extended
 from .schemas import (
     ERROR_RESPONSES,
+    PLAIN_RANK_FIELDS,
     MultiSlotRankRequest,
     MultiSlotRankResponse,
     MultiSlotRewardRequest,
@@ -25,15 +27,23 @@ EventId = Annotated[str, Path(max_length=256, description="The event ID of the R
 
 
 @router.post("/rank", status_code=201, response_model=RankResponse, tags=["client"])
-async def rank(body: RankRequest, loop: ClientLoop) -> Response:
-    """Rank the actions for the context; the chosen action is `rewardActionId`."""
+async def rank(body: RankRequest, loop: ClientLoop, request: Request) -> Response:
+    """Rank the actions for the context; the chosen action is `rewardActionId`.
+
+    Extensions (docs/reranking.md): `rerank: true` re-ranks an upstream list given
+    as the actions; `recommenderParams` instead of actions asks the loop's recommender.
+    """
+    if body.actions is None or body.rerank or body.recommenderParams is not None:
+        content = await rank_extended(request, body, loop)
+        return Response(content, status_code=201, media_type="application/json")
     req = RankInput(
         context_features=body.contextFeatures,
         actions=[(a.id, a.features) for a in body.actions],
         excluded=body.excludedActions,
         event_id=body.eventId,
         defer_activation=bool(body.deferActivation),
-        body_hash=body_hash(body.model_dump()),
+        # only a client's own event ID can be retried, so only then is the body compared
+        body_hash=body_hash(body.model_dump(exclude=PLAIN_RANK_FIELDS)) if body.eventId else "",
     )
     content = await loop.rank(req)
     return Response(content, status_code=201, media_type="application/json")
@@ -64,7 +74,7 @@ async def rank_multislot(body: MultiSlotRankRequest, loop: ClientLoop) -> Respon
         excluded=None,
         event_id=body.eventId,
         defer_activation=bool(body.deferActivation),
-        body_hash=body_hash(body.model_dump()),
+        body_hash=body_hash(body.model_dump()) if body.eventId else "",
     )
     slots = [
         (s.id, s.positionFeatures or s.features, s.excludedActions, s.baselineAction)

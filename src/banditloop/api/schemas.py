@@ -18,16 +18,44 @@ class RankableAction(_Wire):
     )
 
 
+class RerankableAction(RankableAction):
+    upstreamScore: float | None = Field(
+        None,
+        allow_inf_nan=False,
+        description="Extension (with rerank): the upstream recommender's score, a feature.",
+    )
+
+
 class RankRequest(_Wire):
     contextFeatures: list[Any] | None = Field(None, description="Context feature objects.")
-    actions: list[RankableAction] = Field(
-        description="1 to 50 candidate actions.", json_schema_extra={"minItems": 1, "maxItems": 50}
+    actions: list[RerankableAction] | None = Field(
+        None,
+        description="1 to 50 candidate actions (required unless recommenderParams is given).",
+        json_schema_extra={"minItems": 1, "maxItems": 50},
     )
     excludedActions: list[str] | None = Field(None, description="Ids not to choose.")
     eventId: str | None = Field(
         None, max_length=256, description="Generated when absent; seeds the sampling."
     )
     deferActivation: bool | None = Field(False, description="Learn only if the event is activated.")
+    rerank: bool | None = Field(
+        None,
+        description="Extension: the actions are an upstream recommender's list, in its order; "
+        "their positions and upstreamScore become features (docs/reranking.md).",
+    )
+    recommenderParams: dict[str, str | int | float | bool] | None = Field(
+        None,
+        description="Extension: instead of actions, ask the loop's recommender; these values "
+        "fill its URL template (docs/reranking.md).",
+    )
+
+
+#: A plain Rank's identity leaves out the extension fields, as before they existed.
+PLAIN_RANK_FIELDS: Any = {
+    "rerank": True,
+    "recommenderParams": True,
+    "actions": {"__all__": {"upstreamScore": True}},
+}
 
 
 class RankedAction(_Wire):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 from typing import Any
 
+from ..config import parse_duration
 from ..errors import BadRequest, NotFound
 from ..loop import Loop
 from ..store.base import JobRecord
@@ -19,9 +21,15 @@ MAX_CUSTOM_POLICIES = 10
 
 
 def create(
-    runner: JobRunner, loop: Loop, kind: str, job_id: str, request: dict[str, Any]
+    runner: JobRunner,
+    loop: Loop,
+    kind: str,
+    job_id: str,
+    request: dict[str, Any],
+    then: Callable[[JobRecord], None] | None = None,
 ) -> JobRecord:
-    """Store a Running job and start it; a job id may be used once."""
+    """Store a Running job and start it; a job id may be used once. ``then`` runs with
+    the finished job once it is stored."""
     if not job_id or len(job_id) > 256:
         raise BadRequest("The id must be 1 to 256 characters.", "InvalidEvaluationContract")
     if request["end"] <= request["start"]:
@@ -49,6 +57,8 @@ def create(
     def done(finished: JobRecord) -> None:
         if get_or_none(loop, kind, job_id) is not None:  # not deleted meanwhile
             loop.store.put_job(loop.name, kind, finished).result()
+            if then is not None:
+                then(finished)
 
     runner.submit(kind, loop.store.location, loop.name, job, loop.record.policy, done)
     return job
@@ -105,3 +115,39 @@ def apply(loop: Loop, evaluation_id: str, policy_name: str) -> None:
     model = job.result.get("models", {}).get(policy_name)
     if model:
         loop.import_model(base64.b64decode(model))
+
+
+AUTO_PREFIX = "auto-"
+
+
+def auto_optimize(runner: JobRunner, loop: Loop, now: float | None = None) -> JobRecord | None:
+    """Start a policy search if auto-optimization is on and one is due; a win is applied.
+
+    Due every ``autoOptimizationFrequency`` from ``autoOptimizationStartDate``; it looks
+    at the last ``modelRetrainDays`` days of logs (or, if 0, one period)."""
+    wire = loop.wire
+    if not wire.isAutoOptimizationEnabled or loop.policy.multislot:
+        return None
+    now = now or time.time()
+    every = parse_duration(wire.autoOptimizationFrequency or "P7D", "autoOptimizationFrequency")
+    start = wire.autoOptimizationStartDate.timestamp() if wire.autoOptimizationStartDate else 0.0
+    runs = [j for j in loop.store.get_jobs(loop.name, EVALUATION) if j.id.startswith(AUTO_PREFIX)]
+    last = max((j.created for j in runs), default=None)
+    if now < start or (last is not None and now - last < every):
+        return None
+    days = wire.modelRetrainDays
+    request = {
+        "name": "Auto optimization",
+        "start": now - (days * 86400 if days > 0 else every),
+        "end": now,
+        "policies": [],
+        "optimize": True,
+        "auto": True,
+    }
+
+    def apply_win(job: JobRecord) -> None:
+        best = (job.result or {}).get("optimalPolicy")
+        if job.status == "Succeeded" and best and best != ONLINE:
+            apply(loop, job.id, best)
+
+    return create(runner, loop, EVALUATION, f"{AUTO_PREFIX}{int(now)}", request, apply_win)

@@ -67,6 +67,7 @@ class Decision:
     mode: str = "Online"  # learning mode when ranked
     multislot: bool = False  # ranked by a --ccb_explore_adf policy
     seq: int = 0
+    source: str | None = None  # re-ranking: "client", "recommender" or "fallback"
 
 
 @dataclass(frozen=True)
@@ -192,10 +193,12 @@ class Store(Protocol):
     def apprentice_events(self, loop: str, since: float) -> list[tuple[float, dict[str, Any]]]: ...
 
     def save_model(
-        self, model: ModelRecord, covers: int | None, keep: int = 3
-    ) -> Future[ModelRecord]: ...
+        self, model: ModelRecord, covers: int | None, keep: int = 3, after: int | None = None
+    ) -> Future[ModelRecord | None]: ...
 
     def latest_model(self, loop: str) -> ModelRecord | None: ...
+
+    def model_number(self, loop: str) -> int: ...
 
     def forget_unsaved(self, loop: str, covers: int) -> Future[int]: ...
 

@@ -24,6 +24,7 @@ import sqlite_utils
 
 from ..errors import Unavailable
 from ..featurize import context_has
+from ..limits import overloaded
 from .base import (
     ClosedEvent,
     Decision,
@@ -91,6 +92,18 @@ def m002_jobs(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m003_items_and_sources(db: sqlite_utils.Database) -> None:
+    # Where a decision's candidates came from (re-ranking): client, recommender or
+    # fallback; NULL for a plain Rank.
+    db.execute("ALTER TABLE decisions ADD COLUMN source TEXT")
+    db.execute(
+        """CREATE TABLE items (
+            loop TEXT NOT NULL, id TEXT NOT NULL, features TEXT NOT NULL,
+            available INTEGER NOT NULL, updated REAL NOT NULL, PRIMARY KEY (loop, id))"""
+    )
+
+
 class _Job:
     __slots__ = ("fn", "future")
 
@@ -99,11 +112,13 @@ class _Job:
         self.future: Future[Any] = Future()
 
 
-def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+def _connect(path: Path, synchronous: str, busy_timeout: float = 30.0) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+    )
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
     return conn
 
 
@@ -213,12 +228,20 @@ def read_loop(path: Path, name: str) -> LoopRecord | None:
 class SqliteStore:
     """SQLite store; see the module docstring for how writes are made durable."""
 
-    def __init__(self, data_dir: Path, synchronous: str = "FULL") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        synchronous: str = "FULL",
+        busy_timeout: float = 30.0,
+        max_queue: int = 0,
+    ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / "banditloop.db"
         self.location = str(self.path)  # what a job in another process opens
         self._synchronous = synchronous
-        self._writer_conn = _connect(self.path, synchronous)
+        self._busy_timeout = busy_timeout
+        self._max_queue = max_queue  # writes waiting before submit sheds load (0: no limit)
+        self._writer_conn = _connect(self.path, synchronous, busy_timeout)
         migrations.apply(sqlite_utils.Database(self._writer_conn))
         self._local = threading.local()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -233,6 +256,8 @@ class SqliteStore:
         job = _Job(fn)
         if self._closed:
             job.future.set_exception(Unavailable("The store is closed."))
+        elif self._max_queue and self._queue.qsize() >= self._max_queue:
+            job.future.set_exception(overloaded("The store's write queue is full"))
         else:
             self._queue.put(job)
         return job.future
@@ -277,7 +302,7 @@ class SqliteStore:
             log.error("store write failed, %d writes refused: %s", len(jobs), ex)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            err = Unavailable(f"The store could not save the write: {ex}.")
+            err = overloaded(f"The store could not save the write: {ex}")
             for job in jobs:
                 job.future.set_exception(err)
             return
@@ -298,7 +323,7 @@ class SqliteStore:
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = _connect(self.path, self._synchronous)
+            conn = _connect(self.path, self._synchronous, self._busy_timeout)
             self._local.conn = conn
         return conn
 
@@ -329,6 +354,10 @@ class SqliteStore:
                 row,
             )
             if cur.rowcount:
+                if d.source is not None:
+                    conn.execute(
+                        "UPDATE decisions SET source=? WHERE seq=?", (d.source, cur.lastrowid)
+                    )
                 return None
             found = conn.execute(
                 f"SELECT seq, {_DECISION_COLS} FROM decisions WHERE loop=? AND event_id=?",
@@ -492,12 +521,16 @@ class SqliteStore:
     # -- models and loops -----------------------------------------------------------
 
     def save_model(
-        self, model: ModelRecord, covers: int | None, keep: int = 3
-    ) -> Future[ModelRecord]:
+        self, model: ModelRecord, covers: int | None, keep: int = 3, after: int | None = None
+    ) -> Future[ModelRecord | None]:
         """Save a model as the loop's newest; the store numbers it.  ``covers`` None (a
-        model from outside the trainer: reset, import) covers every mark made so far."""
+        model from outside the trainer: reset, import) covers every mark made so far.
+        With ``after``, save only if model ``after`` is still the newest (else None): the
+        trainer must not bury a model another process saved meanwhile."""
 
-        def job(conn: sqlite3.Connection) -> ModelRecord:
+        def job(conn: sqlite3.Connection) -> ModelRecord | None:
+            if after is not None and self._newest(conn, model.loop) != after:
+                return None
             number, top = conn.execute(
                 "SELECT coalesce((SELECT max(number) FROM models WHERE loop=?), 0) + 1, "
                 "coalesce((SELECT max(learned_in) FROM decisions WHERE loop=?), 0)",
@@ -524,6 +557,17 @@ class SqliteStore:
             return saved
 
         return self.submit(job)
+
+    def model_number(self, loop: str) -> int:
+        """Number of the loop's newest model (0: none); cheap, for watchers."""
+        return self._newest(self._reader(), loop)
+
+    @staticmethod
+    def _newest(conn: sqlite3.Connection, loop: str) -> int:
+        row = conn.execute(
+            "SELECT coalesce(max(number), 0) FROM models WHERE loop=?", (loop,)
+        ).fetchone()
+        return int(row[0])
 
     def latest_model(self, loop: str) -> ModelRecord | None:
         row = (
@@ -585,7 +629,7 @@ class SqliteStore:
         """Remove a loop and everything logged or learned for it."""
 
         def job(conn: sqlite3.Connection) -> None:
-            for table in ("decisions", "rewards", "activations", "models", "jobs"):
+            for table in ("decisions", "rewards", "activations", "models", "jobs", "items"):
                 conn.execute(f"DELETE FROM {table} WHERE loop=?", (name,))
             conn.execute("DELETE FROM loops WHERE name=?", (name,))
 
