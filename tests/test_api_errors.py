@@ -231,11 +231,11 @@ CASES = [
     ),
     # JSON that parses in Python but that no UTF-8 / 64-bit consumer can carry
     Case(
-        "feature-int-beyond-64-bit",
+        "feature-int-beyond-float32",
         RANK,
         400,
         "InvalidRankRequest",
-        content=b'{"actions": [{"id": "a", "features": [{"x": 100000000000000000000000}]}]}',
+        content=b'{"actions": [{"id": "a", "features": [{"x": 1' + b"0" * 40 + b'}]}]}',
         headers=JSON,
     ),
     Case(

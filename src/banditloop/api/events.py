@@ -10,6 +10,7 @@ from starlette.responses import Response
 from ..loop import RankInput, body_hash
 from .deps import ClientLoop
 from .rerank import rank_extended
+from .routing import OrjsonRoute
 from .schemas import (
     ERROR_RESPONSES,
     PLAIN_RANK_FIELDS,
@@ -21,7 +22,7 @@ from .schemas import (
     RewardRequest,
 )
 
-router = APIRouter(responses=ERROR_RESPONSES)
+router = APIRouter(responses=ERROR_RESPONSES, route_class=OrjsonRoute)
 
 EventId = Annotated[str, Path(max_length=256, description="The event ID of the Rank call.")]
 

@@ -104,6 +104,10 @@ def m003_items_and_sources(db: sqlite_utils.Database) -> None:
     )
 
 
+class _JobFailed(Exception):
+    """A job of a batch failed on its own: run the batch again, isolating each job."""
+
+
 class _Job:
     __slots__ = ("fn", "future")
 
@@ -285,19 +289,13 @@ class SqliteStore:
         conn.close()
 
     def _run_batch(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
-        results: list[tuple[_Job, Any, BaseException | None]] = []
+        """One transaction for the batch. If a job fails on its own, the batch is run
+        again with a savepoint per job, so that only that job fails."""
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for job in jobs:
-                conn.execute("SAVEPOINT job")
-                try:
-                    results.append((job, job.fn(conn), None))
-                    conn.execute("RELEASE job")
-                except Exception as ex:  # the job's own failure, kept for its caller
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    results.append((job, None, ex))
-            conn.execute("COMMIT")
+            try:
+                results = self._transaction(conn, jobs, isolate=False)
+            except _JobFailed:
+                results = self._transaction(conn, jobs, isolate=True)
         except sqlite3.Error as ex:
             log.error("store write failed, %d writes refused: %s", len(jobs), ex)
             if conn.in_transaction:
@@ -311,6 +309,30 @@ class SqliteStore:
                 job.future.set_result(value)
             else:
                 job.future.set_exception(exc)
+
+    @staticmethod
+    def _transaction(
+        conn: sqlite3.Connection, jobs: list[_Job], isolate: bool
+    ) -> list[tuple[_Job, Any, BaseException | None]]:
+        results: list[tuple[_Job, Any, BaseException | None]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        for job in jobs:
+            if isolate:
+                conn.execute("SAVEPOINT job")
+            try:
+                results.append((job, job.fn(conn), None))
+            except sqlite3.OperationalError:
+                raise  # the store itself failed (disk full, locked): the batch fails
+            except Exception as ex:  # the job's own failure, kept for its caller
+                if not isolate:
+                    conn.execute("ROLLBACK")
+                    raise _JobFailed from ex
+                conn.execute("ROLLBACK TO job")
+                results.append((job, None, ex))
+            if isolate:
+                conn.execute("RELEASE job")
+        conn.execute("COMMIT")
+        return results
 
     def close(self) -> None:
         if not self._closed:
