@@ -235,7 +235,7 @@ CASES = [
         RANK,
         400,
         "InvalidRankRequest",
-        content=b'{"actions": [{"id": "a", "features": [{"x": 1' + b"0" * 40 + b'}]}]}',
+        content=b'{"actions": [{"id": "a", "features": [{"x": 1' + b"0" * 40 + b"}]}]}",
         headers=JSON,
     ),
     Case(
