@@ -188,8 +188,9 @@ def test_sdk_evaluation_results(bad_evaluation: dict[str, Any]) -> None:
         assert point["expectedReward"] == pytest.approx(s["expectedReward"])
     # the news world's truths: baseline1 (politics) is right in 2 of 4 contexts, a random
     # article in 1 of 7; a policy with interactions learns the rest
-    assert policies["baseline1"]["summary"]["expectedReward"] == pytest.approx(0.5, abs=0.1)
-    assert policies["baselineRand"]["summary"]["expectedReward"] == pytest.approx(1 / 7, abs=0.06)
+    # (wide margins: 500 events logged with 20% exploration make these estimates noisy)
+    assert policies["baseline1"]["summary"]["expectedReward"] == pytest.approx(0.5, abs=0.25)
+    assert policies["baselineRand"]["summary"]["expectedReward"] == pytest.approx(1 / 7, abs=0.1)
     online = policies["online"]["summary"]["expectedReward"]
     assert policies["interactions"]["summary"]["confidenceInterval"][0] > online
     # the online policy's own arguments, replayed from scratch, are no better than online

@@ -461,7 +461,7 @@ def test_administration_reaches_every_process(cluster: Cluster) -> None:
             c["explorationPercentage"] == 0.05
             for c in cluster.worker_answers(base + "/configurations/service").values()
         ),
-        5,
+        15,
         "every worker to see the new exploration",
     )
     # one PUT of the policy, seen by both workers
@@ -473,7 +473,7 @@ def test_administration_reaches_every_process(cluster: Cluster) -> None:
         lambda: all(
             p == policy for p in cluster.worker_answers(base + "/configurations/policy").values()
         ),
-        5,
+        15,
         "every worker to see the new policy",
     )
     changed = time.time()
@@ -493,5 +493,5 @@ def test_administration_reaches_every_process(cluster: Cluster) -> None:
             ).fetchone()
         return row if row and row[1] >= 40 else None
 
-    policy_used, _ = wait_for(learned_under_new_policy, 20, "a model learned after it")
+    policy_used, _ = wait_for(learned_under_new_policy, 60, "a model learned after it")
     assert "--cb_type ips" in policy_used and "--epsilon 0.05" in policy_used, policy_used

@@ -185,6 +185,13 @@ class ServiceConfiguration(BaseModel):
     autoOptimizationStartDate: dt.datetime | None = None
     modelRetrainDays: int = Field(0, ge=0)
     isInferenceExplainabilityEnabled: bool | None = False
+    holdoutPercentage: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="Extension: share of Rank calls served the baseline as a holdout group.",
+    )
     latestApprenticeModeMetrics: dict[str, Any] | None = Field(
         None, description="Read-only: how well the model imitates the baseline in Apprentice mode."
     )

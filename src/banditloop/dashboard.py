@@ -25,6 +25,7 @@ import orjson
 from . import stats
 from .evaluation.estimators import OffPolicy
 from .evaluation.jobs import EVALUATION, IMPORTANCE
+from .holdout import lift
 from .loop import iso
 
 if TYPE_CHECKING:
@@ -176,6 +177,7 @@ class Dashboards:
                 }
                 for m in saved
             ],
+            "holdout": _holdout(loop),
             "evaluations": _evaluations(conn, loop.name),
             "featureImportances": _importances(conn, loop.name),
             "configuration": loop.wire.model_dump(mode="json"),
@@ -273,6 +275,14 @@ class Dashboards:
                 "rewardRate": totals,
             },
         }
+
+
+def _holdout(loop: Loop, days: int = 7) -> dict[str, Any] | None:
+    """The online lift over the last week, when the loop keeps a holdout group."""
+    if not loop.wire.holdoutPercentage:
+        return None
+    now = time.time()
+    return lift(loop.store.iter_events(loop.name, now - days * 86400, now))
 
 
 def _evaluations(conn: sqlite3.Connection, loop: str, limit: int = 3) -> list[dict[str, Any]]:

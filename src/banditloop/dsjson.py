@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from .errors import BadRequest
+from .join import shown_slot
 from .store.base import Decision, LoggedEvent, SlotChoice
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -50,8 +51,12 @@ def _order(slot: SlotChoice) -> list[int]:
 
 
 def line(ev: LoggedEvent) -> dict[str, Any]:
-    """The DSJSON object of one processed decision."""
+    """The DSJSON object of one processed decision; a holdout event is labelled with
+    what was shown (the baseline, probability 1) and marked ``"_holdout": true``."""
     d = ev.decision
+    if d.holdout:
+        d = replace(d, slots=[shown_slot(s) for s in d.slots])
+        ev = replace(ev, decision=d)
     out = ev.outcome or {"r": None, "t": None}
     real, trained = out["r"], out["t"]
     context = orjson.loads(d.example)
@@ -82,6 +87,8 @@ def line(ev: LoggedEvent) -> dict[str, Any]:
         obj["_original_label_cost"] = -real[0]
     if trained is None:
         obj["_skipLearn"] = True
+    if d.holdout:
+        obj["_holdout"] = True
     return obj
 
 
@@ -117,6 +124,8 @@ def _ccb_line(
     }
     if trained is None:
         obj["_skipLearn"] = True
+    if d.holdout:
+        obj["_holdout"] = True
     return obj
 
 
@@ -175,6 +184,7 @@ def parse_line(text: str | bytes, loop: str) -> Imported:
         slots=[slot],
         response=b"{}",
         model_version=str((obj.get("VWState") or {}).get("m", "")),
+        holdout=bool(obj.get("_holdout")),
     )
     return Imported(decision, rewards)
 

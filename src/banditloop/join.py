@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import orjson
 
@@ -61,6 +62,8 @@ def outcome(ev: ClosedEvent, cfg: LoopConfig) -> Outcome:
     real = [slot_reward(ev, cfg, s.id) for s in ev.slots]
     if ev.mode in ("LoggingOnly", IMPORTED):
         return Outcome(ev.seq, real, None)
+    if ev.holdout:  # the baseline was shown with probability 1: learn its real reward
+        return Outcome(ev.seq, real, real)
     if ev.mode == "Apprentice":
         return Outcome(ev.seq, real, [float(s.chosen == s.baseline) for s in ev.slots])
     return Outcome(ev.seq, real, real)
@@ -75,6 +78,14 @@ def labelled(example: str, chosen: int, probability: float, cost: float) -> str:
     return head + example[1:]
 
 
+def shown_slot(slot: SlotChoice) -> SlotChoice:
+    """A slot as served to a holdout event: what was shown, drawn with probability 1."""
+    if not slot.actions:
+        return slot
+    pmf = [float(i == slot.shown) for i in range(len(slot.actions))]
+    return replace(slot, pmf=pmf, chosen=slot.shown)
+
+
 def _slot_label(slot: SlotChoice, cost: float) -> dict[str, object]:
     order = [slot.chosen] + [i for i in range(len(slot.actions)) if i != slot.chosen]
     return {
@@ -85,7 +96,10 @@ def _slot_label(slot: SlotChoice, cost: float) -> dict[str, object]:
 
 
 def training_example(ev: ClosedEvent, trained: list[float]) -> str:
-    """The logged example labelled with what the model chose and the training rewards."""
+    """The logged example labelled with what the model chose and the training rewards
+    (for a holdout event: what was shown, with probability 1)."""
+    if ev.holdout:
+        ev = replace(ev, slots=[shown_slot(s) for s in ev.slots])
     if not ev.multislot:
         slot = ev.slots[0]
         return labelled(ev.example, slot.actions[slot.chosen], slot.probability, -trained[0])

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+import mmh3
 import orjson
 
 from . import dsjson, vwcheck
@@ -35,6 +36,7 @@ from .trainer import Trainer
 
 log = logging.getLogger(__name__)
 MAX_EVENT_ID = 256
+HOLDOUT_SEED = 7  # not sampling's seed (0), so that holdout and draws are independent
 APPRENTICE_BATCH = 1000  # events in latestApprenticeModeMetrics.lastBatchMetrics
 
 
@@ -188,16 +190,28 @@ class Loop:
             log.exception("loop %s: the model failed; answering in the upstream order", self.name)
             pmf = [1.0] + [0.0] * (n - 1)
         chosen = sample_index(pmf, seed_for(event_id, self.settings.app_id))
-        shown = chosen if mode == "Online" else 0  # the baseline: first non-excluded action
+        holdout = mode == "Online" and self._holdout(event_id)
+        # the baseline (first non-excluded action) unless Online and not held out
+        shown = chosen if mode == "Online" and not holdout else 0
         slot = SlotChoice(None, list(range(n)), pmf, chosen, shown, 0)
-        body = {
+        body: dict[str, Any] = {
             "ranking": ranking(p, pmf, shown),
             "eventId": event_id,
             "rewardActionId": p.vw_ids[shown],
         }
         if req.source in ("recommender", "fallback"):
             body["source"] = req.source
-        return await self._log(req, event_id, example, p.vw_ids, [slot], body, multislot)
+        if self.wire.isInferenceExplainabilityEnabled and not multislot and n > 1:
+            explained = self.policy.explain(p.example)
+            body["inferenceExplanation"] = [
+                {"id": a, "features": f} for a, f in zip(p.vw_ids, explained, strict=True)
+            ]
+        return await self._log(req, event_id, example, p.vw_ids, [slot], body, multislot, holdout)
+
+    def _holdout(self, event_id: str) -> bool:
+        """Whether an event is in the holdout: a hash of its ID, independent of sampling's."""
+        share = self.wire.holdoutPercentage
+        return share > 0 and mmh3.hash(event_id, HOLDOUT_SEED, signed=False) / 2**32 < share
 
     async def rank_multislot(self, req: RankInput, slots: list[SlotInput]) -> bytes:
         """Fill each slot in order with a distinct action; log the decision durably."""
@@ -214,6 +228,7 @@ class Loop:
         event_id = req.event_id or uuid.uuid4().hex
         mode = self.config.learning_mode
         seed = seed_for(event_id, self.settings.app_id)
+        holdout = mode == "Online" and self._holdout(event_id)
         taken: set[int] = set()
         choices: list[SlotChoice] = []
         answer: list[dict[str, Any]] = []
@@ -232,14 +247,15 @@ class Loop:
                 answer.append({"id": slot.id, "rewardActionId": None})
                 continue
             chosen = sample_index(pmf, seed + k)
-            shown = chosen if mode == "Online" or baseline is None else baseline
+            online = mode == "Online" and not holdout
+            shown = chosen if online or baseline is None else baseline
             taken.add(allowed[shown])  # later slots never reuse what was shown
             choices.append(SlotChoice(slot.id, allowed, pmf, chosen, shown, baseline))
             action = allowed[shown]
             answer.append({"id": slot.id, "rewardActionId": p.action_ids[action]})
         example = p.with_slots([s.vw_object() for s in p.slots])
         body = {"slots": answer, "eventId": event_id}
-        return await self._log(req, event_id, example, p.action_ids, choices, body, True)
+        return await self._log(req, event_id, example, p.action_ids, choices, body, True, holdout)
 
     def _check_limits(self, req: RankInput, slot_features: list[Any] | None = None) -> None:
         s = self.settings
@@ -255,6 +271,7 @@ class Loop:
         slots: list[SlotChoice],
         body: dict[str, Any],
         multislot: bool,
+        holdout: bool = False,
     ) -> bytes:
         """Log a decision durably; a retry with the same body gets the first answer."""
         response = orjson.dumps(body)
@@ -274,6 +291,7 @@ class Loop:
             mode=self.config.learning_mode,
             multislot=multislot,
             source=req.source,
+            holdout=holdout,
         )
         existing = await asyncio.wrap_future(self.store.append_decision(decision))
         if existing is None:
@@ -430,6 +448,11 @@ class Loop:
                     ).result()
                 n += 1
         return n
+
+    def set_keys(self, key_hashes: dict[str, list[str]]) -> None:
+        """Replace the loop's own keys (hashes by role); effective at once."""
+        with self._admin:
+            self._persist(key_hashes=key_hashes)
 
     def _persist(self, **changes: Any) -> None:
         self.record = replace(self.record, **changes)

@@ -145,6 +145,13 @@ class Policy:
             finally:
                 self._ws.finish_example(ex)
 
+    def explain(self, example: str) -> list[list[dict[str, object]]]:
+        """Top contributions per action of a single-slot example (explain.py)."""
+        from .explain import explain
+
+        with self.lock:
+            return explain(self._ws, example)
+
     def learn(self, examples: Iterable[str]) -> int:
         """Learn from labelled JSON examples; returns how many were learned."""
         n = 0

@@ -63,7 +63,7 @@ class Registry:
                     name, decl.configuration if decl else None, decl.policy if decl else None, keys
                 )
             elif decl and keys != self.loops[name].record.key_hashes:
-                self.loops[name]._persist(key_hashes=keys)
+                self.loops[name].set_keys(keys)
         if self.train:
             self._background(self._retain, "retention")
 

@@ -67,6 +67,15 @@ async def update_service_configuration(
     return await run_in_threadpool(loop.update_configuration, config)
 
 
+@router.get("/holdout/lift", tags=["admin"])
+async def holdout_lift(loop: AdminLoop) -> dict[str, Any]:
+    """Extension: mean reward of the loop vs its holdout group (holdoutPercentage), the
+    difference with a 95% Welch interval, overall and per UTC day (docs/holdout.md)."""
+    from ..holdout import lift
+
+    return await run_in_threadpool(lambda: lift(loop.store.iter_events(loop.name, 0, 1e18)))
+
+
 @router.get("/configurations/policy", response_model=PolicyContract, tags=["admin"])
 async def get_policy(loop: AdminLoop) -> dict[str, str]:
     """The loop's learning policy (VW arguments)."""

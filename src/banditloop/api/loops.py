@@ -70,6 +70,23 @@ async def create_loop(
     return Response(body, status_code=201 if created else 200, media_type="application/json")
 
 
+class LoopKeys(BaseModel):
+    """A loop's complete set of keys: the ones given replace all the old ones."""
+
+    clientKeys: list[str] = Field(default_factory=list)
+    adminKeys: list[str] = Field(default_factory=list)
+
+
+@router.put("/{loop_name}/keys", status_code=204)
+async def rotate_keys(loop_name: LoopName, keys: LoopKeys, reg: ServerAdmin) -> Response:
+    """Replace a loop's keys at run time (rotation without restart): add the new key
+    next to the old one, move the clients, then PUT again without the old one."""
+    loop = reg.get(loop_name)
+    hashes = keyring(keys.clientKeys, keys.adminKeys)
+    await run_in_threadpool(loop.set_keys, hashes)
+    return Response(status_code=204)
+
+
 @router.delete("/{loop_name}", status_code=204)
 async def delete_loop(loop_name: LoopName, reg: ServerAdmin) -> Response:
     """Delete a loop with its configuration, model and logs."""

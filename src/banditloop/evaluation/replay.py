@@ -50,9 +50,10 @@ def replayable(ev: LoggedEvent) -> Replayable | None:
     for i, p in zip(slot.actions, slot.pmf, strict=True):
         pmf[i] = p
     shown = slot.actions[slot.shown]
-    if d.mode in ("Apprentice", "LoggingOnly"):  # the baseline was shown, whatever was drawn
+    if d.holdout or d.mode in ("Apprentice", "LoggingOnly"):  # the baseline, whatever was drawn
         pmf = [float(i == shown) for i in range(len(pmf))]
-    return Replayable(d.ts, d.example, len(pmf), shown, pmf[shown], pmf, ev.outcome["r"][0])
+    reward = ev.outcome["r"][0]
+    return Replayable(d.ts, d.example, len(pmf), shown, pmf[shown], pmf, reward, d.holdout)
 
 
 def _workspace(args: str) -> vowpalwabbit.Workspace:

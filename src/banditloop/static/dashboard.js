@@ -165,6 +165,14 @@
       "<tr><th>version</th><th>saved</th><th>events learned</th><th>lineage since</th></tr>" +
       d.models.map((m) => `<tr><td>${m.number}</td><td>${esc(m.created)}</td><td>${m.eventsLearned}</td><td>${esc(m.born)}</td></tr>`).join("");
 
+    const lift = d.holdout;
+    $("holdout").innerHTML = lift
+      ? "<table><tr><th></th><th>events</th><th>mean reward</th></tr>" +
+        `<tr><td>loop</td><td>${lift.loop.events}</td><td>${fmt(lift.loop.meanReward, 4)}</td></tr>` +
+        `<tr><td>holdout</td><td>${lift.holdout.events}</td><td>${fmt(lift.holdout.meanReward, 4)}</td></tr>` +
+        `</table><p>lift <b>${fmt(lift.lift, 4)}</b>, 95% interval [${fmt(lift.low, 4)}, ${fmt(lift.high, 4)}]</p>`
+      : "no holdout group (holdoutPercentage 0)";
+
     $("evaluations").innerHTML = d.evaluations.length
       ? d.evaluations
           .map(

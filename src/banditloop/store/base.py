@@ -68,6 +68,7 @@ class Decision:
     multislot: bool = False  # ranked by a --ccb_explore_adf policy
     seq: int = 0
     source: str | None = None  # re-ranking: "client", "recommender" or "fallback"
+    holdout: bool = False  # served the baseline as the holdout group (docs/holdout.md)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class ClosedEvent:
     multislot: bool = False
     rewards: list[tuple[float, float, str | None]] = field(default_factory=list)  # ts, value, slot
     activations: list[float] = field(default_factory=list)  # activation times
+    holdout: bool = False
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,12 @@ def m003_items_and_sources(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m004_holdout(db: sqlite_utils.Database) -> None:
+    # 1 for a decision served the baseline as the holdout group (docs/holdout.md).
+    db.execute("ALTER TABLE decisions ADD COLUMN holdout INTEGER NOT NULL DEFAULT 0")
+
+
 class _JobFailed(Exception):
     """A job of a batch failed on its own: run the batch again, isolating each job."""
 
@@ -181,7 +187,7 @@ def read_events(
         after = (start, -1)
         while True:
             rows = conn.execute(
-                f"""SELECT seq, {_DECISION_COLS}, learned_in, outcome FROM decisions
+                f"""SELECT seq, {_DECISION_COLS}, learned_in, outcome, holdout FROM decisions
                    WHERE loop=? AND (ts>? OR (ts=? AND seq>?)) AND ts<?
                    {"AND outcome IS NOT NULL" if processed_only else ""}
                    ORDER BY ts, seq LIMIT ?""",
@@ -206,6 +212,8 @@ def read_events(
                 activations.setdefault(eid, []).append(ts)
             for row in rows:
                 d = _decision(row[:14])
+                if row[16]:
+                    d = replace(d, holdout=True)
                 yield LoggedEvent(
                     decision=d,
                     outcome=orjson.loads(row[15]) if row[15] else None,
@@ -380,6 +388,8 @@ class SqliteStore:
                     conn.execute(
                         "UPDATE decisions SET source=? WHERE seq=?", (d.source, cur.lastrowid)
                     )
+                if d.holdout:
+                    conn.execute("UPDATE decisions SET holdout=1 WHERE seq=?", (cur.lastrowid,))
                 return None
             found = conn.execute(
                 f"SELECT seq, {_DECISION_COLS} FROM decisions WHERE loop=? AND event_id=?",
@@ -452,7 +462,7 @@ class SqliteStore:
         conn.execute("BEGIN")
         try:
             rows = conn.execute(
-                """SELECT seq, event_id, ts, deferred, example, slots, mode, multislot
+                """SELECT seq, event_id, ts, deferred, example, slots, mode, multislot, holdout
                    FROM decisions WHERE loop=? AND learned_in IS NULL AND close_at<=?
                    ORDER BY close_at, seq LIMIT ?""",
                 (loop, now, limit),
@@ -488,8 +498,9 @@ class SqliteStore:
                 multislot=bool(multislot),
                 rewards=rewards.get(eid, []),
                 activations=activations.get(eid, []),
+                holdout=bool(holdout),
             )
-            for seq, eid, ts, deferred, example, slots, mode, multislot in rows
+            for seq, eid, ts, deferred, example, slots, mode, multislot, holdout in rows
         ]
 
     def mark_learned(self, loop: str, outcomes: list[Outcome], mark: int) -> Future[None]:
