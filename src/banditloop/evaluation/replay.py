@@ -10,15 +10,13 @@ supplies the doubly robust estimates.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import vowpalwabbit
 
 from ..join import labelled
-from ..policy import check_arguments
+from ..policy import Policy
 from ..store.base import LoggedEvent
 from .estimators import OffPolicy
 
@@ -56,8 +54,9 @@ def replayable(ev: LoggedEvent) -> Replayable | None:
     return Replayable(d.ts, d.example, len(pmf), shown, pmf[shown], pmf, reward, d.holdout)
 
 
-def _workspace(args: str) -> vowpalwabbit.Workspace:
-    return vowpalwabbit.Workspace(arg_list=[*check_arguments(args), "--json", "--quiet"])
+def _labelled(ev: Replayable) -> str:
+    """The event as it was logged and rewarded, for learning."""
+    return labelled(ev.example, ev.logged, ev.p_log, -ev.reward)
 
 
 class VwPolicy:
@@ -65,31 +64,16 @@ class VwPolicy:
 
     def __init__(self, args: str) -> None:
         self.args = args
-        self.ws = _workspace(args)
+        self.policy = Policy(args)
 
     def pmf(self, ev: Replayable) -> list[float]:
-        ex = self.ws.parse(ev.example)
-        try:
-            return [float(p) for p in self.ws.predict(ex)]
-        finally:
-            self.ws.finish_example(ex)
+        return self.policy.pmf(ev.example)
 
     def learn(self, ev: Replayable) -> None:
-        ex = self.ws.parse(labelled(ev.example, ev.logged, ev.p_log, -ev.reward))
-        try:
-            self.ws.learn(ex)
-        finally:
-            self.ws.finish_example(ex)
+        self.policy.learn([_labelled(ev)])
 
     def model(self) -> bytes:
-        fd, path = tempfile.mkstemp(suffix=".vw")
-        os.close(fd)
-        try:
-            self.ws.save(path)
-            with open(path, "rb") as fh:
-                return fh.read()
-        finally:
-            os.unlink(path)
+        return self.policy.save()
 
 
 class RewardModel:
@@ -106,7 +90,7 @@ class RewardModel:
             self.ws.finish_example(ex)
 
     def learn(self, ev: Replayable) -> None:
-        ex = self.ws.parse(labelled(ev.example, ev.logged, ev.p_log, -ev.reward))
+        ex = self.ws.parse(_labelled(ev))
         try:
             self.ws.learn(ex)
         finally:
