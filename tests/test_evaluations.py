@@ -39,7 +39,7 @@ from helpers import V1, poll, query, scalar
 BAD = "--cb_explore_adf --epsilon 0.2 --cb_type mtr"
 GOOD = "--cb_explore_adf --epsilon 0.2 -q :: --cb_type mtr"
 GOOD_EPS = "--cb_explore_adf --epsilon 0.05 -q :: --cb_type mtr"
-EVENTS = {"bad": 1500, "noise": 400, "fi": 400}
+EVENTS = {"bad": 1500, "noise": 400, "fi": 1500}
 CUSTOM = [
     {"name": "interactions", "arguments": GOOD_EPS},
     {"name": "no-interactions", "arguments": BAD},
