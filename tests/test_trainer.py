@@ -65,6 +65,7 @@ def make_trainer(store: SqliteStore, policy: Policy, cfg: LoopConfig) -> Trainer
         LOOP,
         store,
         policy=lambda: policy,
+        load=lambda model: pytest.fail("the trainer starts from the model it was given"),
         config=lambda: cfg,
         latest=latest,
         born=T0,

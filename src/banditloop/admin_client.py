@@ -19,8 +19,8 @@ from .errors import BanditloopError
 from .items import Catalogue, Item
 from .loop import Loop
 from .registry import Registry
+from .store import is_postgres, open_store
 from .store.lock import DataDirLock
-from .store.sqlite import SqliteStore
 
 
 class Admin(Protocol):
@@ -205,8 +205,8 @@ def open_admin(
             admin.http.close()
         return
     settings = Settings.load(config_file, data_dir=data_dir)
-    lock = DataDirLock(settings.data_dir).acquire()
-    store = SqliteStore(settings.data_dir, settings.sqlite_synchronous)
+    lock = None if is_postgres(settings.store) else DataDirLock(settings.data_dir).acquire()
+    store = open_store(settings)
     registry = Registry(store, settings, train=False)
     try:
         registry.open()
@@ -214,4 +214,5 @@ def open_admin(
     finally:
         registry.close()
         store.close()
-        lock.release()
+        if lock is not None:
+            lock.release()

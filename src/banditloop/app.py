@@ -25,7 +25,7 @@ from .limits import LimitsMiddleware
 from .observability import ObservabilityMiddleware, configure_logging
 from .registry import Registry
 from .rerank import Reranker
-from .store import SqliteStore
+from .store import is_postgres, open_store
 from .store.lock import DataDirLock
 
 log = logging.getLogger(__name__)
@@ -53,25 +53,21 @@ def create_app(settings: Settings, worker: bool = False) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings)
-        lock = None if worker else DataDirLock(settings.data_dir).acquire()
-        store = SqliteStore(
-            settings.data_dir,
-            settings.sqlite_synchronous,
-            settings.sqlite_busy_timeout_seconds,
-            settings.max_write_queue,
-        )
-        registry = Registry(store, settings, train=not worker)
+        shared = is_postgres(settings.store)  # other servers use the store too
+        lock = None if worker or shared else DataDirLock(settings.data_dir).acquire()
+        store = open_store(settings)
+        registry = Registry(store, settings, train=settings.trainer and not worker)
         app.state.reranker = reranker = Reranker()  # recommender calls (docs/reranking.md)
         try:
             registry.open()
-            if worker:
+            if worker or shared:
                 registry.watch()
             app.state.registry = registry
             log.info(
                 "banditloop %s serving %d loop(s) from %s",
                 __version__,
                 len(registry.loops),
-                settings.data_dir,
+                "PostgreSQL" if shared else settings.data_dir,
             )
             if not any(registry.keys.values()):
                 log.warning(

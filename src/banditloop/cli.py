@@ -24,6 +24,7 @@ from .errors import BanditloopError
 from .evaluation import report
 from .evaluation.importance import feature_importance
 from .evaluation.jobs import run_evaluation
+from .store import is_postgres
 from .store.base import LoopRecord
 from .store.lock import DataDirLock
 from .store.sqlite import read_events, read_loop
@@ -66,6 +67,17 @@ def main() -> None:
     help="Rank processes; with 1 or more, a separate trainer process learns "
     "(0: one process does both).",
 )
+@click.option(
+    "--store",
+    default=None,
+    help="PostgreSQL URL (postgresql://user@host/db) shared by several servers; "
+    "default: SQLite in --data-dir. Also BANDITLOOP_STORE.",
+)
+@click.option(
+    "--trainer/--no-trainer",
+    default=None,
+    help="Whether this server may train (default yes); rank-only nodes use --no-trainer.",
+)
 def serve(
     host: str | None,
     port: int | None,
@@ -73,6 +85,8 @@ def serve(
     config_file: Path | None,
     log_level: str,
     workers: int,
+    store: str | None,
+    trainer: bool | None,
 ) -> None:
     """Run the service.
 
@@ -82,9 +96,12 @@ def serve(
 
     from .app import create_app
 
-    settings = Settings.load(config_file, host=host, port=port, data_dir=data_dir)
+    settings = Settings.load(
+        config_file, host=host, port=port, data_dir=data_dir, store=store, trainer=trainer
+    )
     try:  # fail with one clear line if another process owns the data directory
-        DataDirLock(settings.data_dir).acquire().release()
+        if not is_postgres(settings.store):
+            DataDirLock(settings.data_dir).acquire().release()
     except BanditloopError as ex:
         raise click.ClickException(ex.message) from None
     logging.basicConfig(

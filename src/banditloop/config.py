@@ -45,6 +45,19 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8080, description="Port to listen on.")
     data_dir: Path = Field(Path("data"), description="Directory of the SQLite store.")
+    store: str | None = Field(
+        None,
+        description="A PostgreSQL URL (postgresql://user@host/db) to share the store between "
+        "machines; unset: SQLite in data_dir (docs/deployment.md).",
+    )
+    store_pool_size: int = Field(
+        8, ge=1, description="PostgreSQL connections for reads, per process (plus one writer)."
+    )
+    trainer: bool = Field(
+        True,
+        description="Whether this server may train. With PostgreSQL every such server is a "
+        "candidate and one per loop is elected; rank-only nodes set it false.",
+    )
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
         "FULL",
         description="SQLite fsync policy. FULL survives power loss; NORMAL (WAL) survives "

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import math
-import sqlite3
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from .evaluation.estimators import OffPolicy
 from .evaluation.jobs import EVALUATION, IMPORTANCE
 from .holdout import lift
 from .loop import iso
+from .store.sql import Conn
 
 if TYPE_CHECKING:
     from .loop import Loop
@@ -97,8 +97,7 @@ class Dashboards:
             return out
 
     def _compute(self, loop: Loop, minutes: int) -> dict[str, Any]:
-        store: Any = loop.store
-        conn: sqlite3.Connection = store._reader()
+        conn = loop.store.reader()
         now = time.time()
         width = minutes * 60 / BUCKETS
         start = now - minutes * 60
@@ -109,7 +108,7 @@ class Dashboards:
 
         events = [0.0] * n
         for b, count in conn.execute(
-            "SELECT CAST((ts-?)/? AS INTEGER), count(*) FROM decisions "
+            "SELECT CAST(floor((ts-?)/?) AS INTEGER), count(*) FROM decisions "
             "WHERE loop=? AND ts>=? GROUP BY 1",
             (start, width, loop.name, start),
         ):
@@ -119,8 +118,9 @@ class Dashboards:
         rewards, late, orphan = [0.0] * n, [0] * n, [0] * n
         first = stats.first_seq_since(conn, "rewards", start - 600)
         for b, count, n_orphan, n_late in conn.execute(
-            """SELECT CAST((r.ts-?)/? AS INTEGER), count(*), sum(d.seq IS NULL),
-                      sum(d.seq IS NOT NULL AND r.ts > d.ts + ?)
+            """SELECT CAST(floor((r.ts-?)/?) AS INTEGER), count(*),
+                      sum(CASE WHEN d.seq IS NULL THEN 1 ELSE 0 END),
+                      sum(CASE WHEN r.ts > d.ts + ? THEN 1 ELSE 0 END)
                FROM rewards r LEFT JOIN decisions d ON d.loop=r.loop AND d.event_id=r.event_id
                WHERE r.seq>=? AND r.loop=? AND r.ts>=? GROUP BY 1""",
             (start, width, wait, first, loop.name, start),
@@ -188,7 +188,7 @@ class Dashboards:
 
     def _sample(
         self,
-        conn: sqlite3.Connection,
+        conn: Conn,
         loop: Loop,
         start: float,
         n: int,
@@ -285,10 +285,10 @@ def _holdout(loop: Loop, days: int = 7) -> dict[str, Any] | None:
     return lift(loop.store.iter_events(loop.name, now - days * 86400, now))
 
 
-def _evaluations(conn: sqlite3.Connection, loop: str, limit: int = 3) -> list[dict[str, Any]]:
+def _evaluations(conn: Conn, loop: str, limit: int = 3) -> list[dict[str, Any]]:
     out = []
     for job_id, created, status, request, result in conn.execute(
-        """SELECT id, created, status, request, json_remove(result, '$.models') FROM jobs
+        """SELECT id, created, status, request, result FROM jobs
            WHERE loop=? AND kind=? ORDER BY created DESC LIMIT ?""",
         (loop, EVALUATION, limit),
     ):
@@ -322,7 +322,7 @@ def _evaluations(conn: sqlite3.Connection, loop: str, limit: int = 3) -> list[di
     return out
 
 
-def _importances(conn: sqlite3.Connection, loop: str, limit: int = 3) -> list[dict[str, Any]]:
+def _importances(conn: Conn, loop: str, limit: int = 3) -> list[dict[str, Any]]:
     out = []
     for job_id, created, status, request, result in conn.execute(
         """SELECT id, created, status, request, result FROM jobs

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import math
-import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
@@ -18,10 +17,10 @@ from typing import Any
 
 import orjson
 
-from .errors import BadRequest, Unavailable
+from .errors import BadRequest
 from .featurize import check_text, clean_features
 from .store.base import Store
-from .store.sqlite import SqliteStore
+from .store.sql import Conn, chunks, marks
 
 MAX_ID = 256
 MAX_ITEMS_PER_CALL = 10_000
@@ -45,21 +44,15 @@ def check_item(item_id: str, features: Iterable[Any] | None, available: bool = T
     return Item(item_id, clean_features(features, "BadRequest"), available)
 
 
-def _sqlite(store: Store) -> SqliteStore:
-    if not isinstance(store, SqliteStore):
-        raise Unavailable("The item catalogue needs the SQLite store.")
-    return store
-
-
 class Catalogue:
     """The items of one loop."""
 
     def __init__(self, store: Store, loop: str) -> None:
-        self.store = _sqlite(store)
+        self.store = store
         self.loop = loop
 
-    def reader(self) -> sqlite3.Connection:
-        return self.store._reader()  # the store owns its per-thread read connections
+    def reader(self) -> Conn:
+        return self.store.reader()
 
     def put(self, items: Sequence[Item]) -> Future[int]:
         """Insert or replace items (the last one wins for a repeated id)."""
@@ -71,7 +64,7 @@ class Catalogue:
             for it in items
         ]
 
-        def job(conn: sqlite3.Connection) -> int:
+        def job(conn: Conn) -> int:
             conn.executemany(
                 "INSERT INTO items (loop, id, features, available, updated) VALUES (?,?,?,?,?) "
                 "ON CONFLICT (loop, id) DO UPDATE SET features=excluded.features, "
@@ -88,17 +81,20 @@ class Catalogue:
     def get_many(self, ids: Sequence[str]) -> dict[str, Item]:
         if not ids:
             return {}
-        rows = self.reader().execute(
-            "SELECT id, features, available FROM items WHERE loop=? AND id IN "
-            "(SELECT value FROM json_each(?))",
-            (self.loop, orjson.dumps(list(ids)).decode()),
-        )
-        return {i: Item(i, orjson.loads(f), bool(a)) for i, f, a in rows}
+        found: dict[str, Item] = {}
+        for part in chunks(list(ids)):
+            for i, f, a in self.reader().execute(
+                f"SELECT id, features, available FROM items WHERE loop=? AND id IN "
+                f"({marks(len(part))})",
+                (self.loop, *part),
+            ):
+                found[i] = Item(i, orjson.loads(f), bool(a))
+        return found
 
     def first(self, limit: int) -> list[Item]:
         """Available items, most recently updated first: the last-resort fallback."""
         rows = self.reader().execute(
-            "SELECT id, features FROM items WHERE loop=? AND available "
+            "SELECT id, features FROM items WHERE loop=? AND available=1 "
             "ORDER BY updated DESC, id LIMIT ?",
             (self.loop, limit),
         )
@@ -109,7 +105,7 @@ class Catalogue:
         return int(row.fetchone()[0])
 
     def delete(self, item_id: str) -> Future[int]:
-        def job(conn: sqlite3.Connection) -> int:
+        def job(conn: Conn) -> int:
             cur = conn.execute("DELETE FROM items WHERE loop=? AND id=?", (self.loop, item_id))
             return int(cur.rowcount)
 

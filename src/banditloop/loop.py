@@ -31,7 +31,7 @@ from .policy import Policy, check_arguments, with_epsilon
 from .ranking import plan, plan_multislot, ranking
 from .recovery import load_policy
 from .sampling import sample_index, seed_for
-from .store.base import Decision, LoopRecord, SlotChoice, Store
+from .store.base import Decision, LoopRecord, ModelRecord, SlotChoice, Store
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,7 @@ class Loop:
             self.name,
             store,
             policy=lambda: self.policy,
+            load=self._load,
             config=lambda: self.config,
             latest=latest,
             born=record.created,
@@ -114,11 +115,10 @@ class Loop:
 
     @classmethod
     def open(cls, store: Store, settings: Settings, record: LoopRecord, train: bool = True) -> Loop:
-        """Open a loop; with ``train`` this process becomes its one trainer, which first
-        forgets the marks of a trainer that died before saving them."""
+        """Open a loop; with ``train`` this process trains it (or, with PostgreSQL, is a
+        candidate), first forgetting the marks of a trainer that died before saving them."""
         loop = cls(store, settings, record)
         if train:
-            loop.trainer.recover()
             loop.trainer.start()
         return loop
 
@@ -139,13 +139,17 @@ class Loop:
                 if self.store.model_number(self.name) != self.trainer.saved:
                     latest = self.store.latest_model(self.name)
                     if latest is not None:
-                        self.policy = Policy(self.effective_args(), latest.blob)
+                        self._load(latest)
                         self.trainer.adopt(latest)
                 elif self.effective_args() != old_args:  # exploration changed: keep the model
                     self.policy = Policy(self.effective_args(), self.policy.save())
             except BadRequest as ex:  # e.g. a new policy whose model is not saved yet
                 log.info("loop %s: not following the store yet: %s", self.name, ex.message)
                 self.record, self.wire, self.config = before  # and try again next time
+
+    def _load(self, model: ModelRecord | None) -> None:
+        """Serve ``model`` (None: an empty model), e.g. when this process takes over training."""
+        self.policy = Policy(self.effective_args(), model.blob if model else None)
 
     def close(self) -> None:
         self.trainer.stop()

@@ -163,8 +163,7 @@ class StoreCollector(Collector):
 
     def _read(self) -> list[Metric]:
         reg = self.registry
-        store: Any = reg.store
-        conn = store._reader()
+        conn = reg.store.reader()
         now = time.time()
         loops = list(reg.loops.values())
         waits = {loop.name: loop.config.reward_wait for loop in loops}
@@ -177,9 +176,10 @@ class StoreCollector(Collector):
         n_loops = GaugeMetricFamily("banditloop_loops", "Loops this server hosts.")
         n_loops.add_metric([], len(loops))
         size = GaugeMetricFamily(
-            "banditloop_store_size_bytes", "Size of the store's files (database and WAL)."
+            "banditloop_store_size_bytes",
+            "Size of the store on disk (SQLite: database and WAL; PostgreSQL: the database).",
         )
-        size.add_metric([], stats.store_size(store.path))
+        size.add_metric([], reg.store.size_bytes())
         logged = CounterMetricFamily(
             "banditloop_events_logged", "Decisions (Rank calls) logged.", labels=["loop"]
         )

@@ -20,8 +20,8 @@ from .app import WORKER_SETTINGS_ENV
 from .config import Settings
 from .metrics import prepare_multiprocess
 from .registry import Registry
+from .store import is_postgres, open_store
 from .store.lock import DataDirLock
-from .store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
 RESTART_DELAY = 1.0
@@ -38,7 +38,7 @@ def run_trainer(settings_json: str, log_level: str) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    store = SqliteStore(settings.data_dir, settings.sqlite_synchronous)
+    store = open_store(settings)
     registry = Registry(store, settings, train=True)
     try:
         registry.open()
@@ -88,17 +88,18 @@ def serve_workers(settings: Settings, workers: int, log_level: str) -> None:
     """Run the supervisor until it is told to stop."""
     import uvicorn
 
-    lock = DataDirLock(settings.data_dir).acquire()
+    lock = None if is_postgres(settings.store) else DataDirLock(settings.data_dir).acquire()
     try:
-        store = SqliteStore(settings.data_dir, settings.sqlite_synchronous)
+        store = open_store(settings)
         prepared = Registry(store, settings, train=False)
         prepared.open()  # create declared loops and apply keys once, before anyone serves
         prepared.close()
         store.close()
         prepare_multiprocess()  # the workers share request metrics through its files
         os.environ[WORKER_SETTINGS_ENV] = settings.model_dump_json()
-        trainer = TrainerProcess(settings, log_level)
-        trainer.start()
+        trainer = TrainerProcess(settings, log_level) if settings.trainer else None
+        if trainer is not None:
+            trainer.start()
         try:
             uvicorn.run(
                 "banditloop.app:worker_app",
@@ -111,6 +112,8 @@ def serve_workers(settings: Settings, workers: int, log_level: str) -> None:
                 timeout_worker_healthcheck=60,  # importing VW on a busy machine takes seconds
             )
         finally:
-            trainer.stop()
+            if trainer is not None:
+                trainer.stop()
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 from pathlib import Path
 
 from .config import Settings
@@ -23,19 +22,6 @@ from .policy import Policy
 from .store.base import ModelRecord, Store
 
 log = logging.getLogger(__name__)
-
-
-def _older(store: Store, loop: str, below: int) -> list[ModelRecord]:
-    def job(conn: sqlite3.Connection) -> list[ModelRecord]:
-        rows = conn.execute(
-            "SELECT loop, number, created, blob, policy, events_learned, born, covers "
-            "FROM models WHERE loop=? AND number<? ORDER BY number DESC",
-            (loop, below),
-        ).fetchall()
-        return [ModelRecord(r[0], r[1], r[2], bytes(r[3]), *r[4:]) for r in rows]
-
-    result: list[ModelRecord] = store.submit(job).result()
-    return result
 
 
 def _quarantine(store: Store, data_dir: Path, bad: list[ModelRecord]) -> None:
@@ -47,12 +33,7 @@ def _quarantine(store: Store, data_dir: Path, bad: list[ModelRecord]) -> None:
             (folder / f"{name}-model-{rec.number}.vw").write_bytes(rec.blob)
         except OSError as ex:  # keep going: the copy is for forensics only
             log.error("could not keep a copy of model %d of loop %s: %s", rec.number, rec.loop, ex)
-    numbers = [(rec.loop, rec.number) for rec in bad]
-
-    def job(conn: sqlite3.Connection) -> None:
-        conn.executemany("DELETE FROM models WHERE loop=? AND number=?", numbers)
-
-    store.submit(job).result()
+    store.delete_models(bad[0].loop, [rec.number for rec in bad]).result()
 
 
 def load_policy(
@@ -73,7 +54,7 @@ def load_policy(
             getattr(ex, "message", ex),
         )
     bad = [latest]
-    for rec in _older(store, loop, latest.number):
+    for rec in store.older_models(loop, latest.number):
         if rec.born != latest.born:
             break  # another lineage: a reset, import or policy change came between
         try:

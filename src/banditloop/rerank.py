@@ -189,6 +189,15 @@ def _usable(
     return [c for c in wanted if c.id not in found or found[c.id].available][:top_k]
 
 
+#: The shown item and its reward, read from the logged JSON in each store's dialect.
+_SHOWN_AND_REWARD = {
+    "sqlite": "json_extract(action_ids, '$[' || json_extract(slots, '$[0].s') || ']') AS item, "
+    "json_extract(outcome, '$.r[0]') AS r",
+    "postgresql": "action_ids::json ->> ((slots::json -> 0 ->> 's')::int) AS item, "
+    "(outcome::json -> 'r' ->> 0)::float8 AS r",
+}
+
+
 def top_rewarded(catalogue: Catalogue, fb: FallbackConfig, limit: int) -> list[str]:
     """The loop's items with the most reward (total or mean) among its learned
     single-slot events of the last ``windowHours``."""
@@ -196,11 +205,9 @@ def top_rewarded(catalogue: Catalogue, fb: FallbackConfig, limit: int) -> list[s
     order = "sum(r) DESC" if fb.by == "total" else "avg(r) DESC"
     rows = catalogue.reader().execute(
         f"""SELECT item, sum(r), count(*) FROM (
-              SELECT json_extract(action_ids, '$[' || json_extract(slots, '$[0].s') || ']')
-                       AS item,
-                     json_extract(outcome, '$.r[0]') AS r
+              SELECT {_SHOWN_AND_REWARD[catalogue.store.dialect]}
               FROM decisions
-              WHERE loop=? AND ts>=? AND multislot=0 AND outcome IS NOT NULL)
+              WHERE loop=? AND ts>=? AND multislot=0 AND outcome IS NOT NULL) AS shown
             WHERE item IS NOT NULL AND r IS NOT NULL
             GROUP BY item HAVING count(*) >= ? ORDER BY {order}, count(*) DESC, item LIMIT ?""",
         (catalogue.loop, since, fb.minEvents, limit),

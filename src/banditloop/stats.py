@@ -7,10 +7,9 @@ refresh stays cheap however large the log grows.
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from .store.sql import Conn
 
 REWARD_KINDS = ("joined", "late", "orphan")
 BACKLOG_CAP = 1_000_000
@@ -31,20 +30,12 @@ class ModelInfo:
     born: float
 
 
-def store_size(path: Path) -> int:
-    total = 0
-    for p in (path, path.with_name(path.name + "-wal")):
-        with contextlib.suppress(OSError):
-            total += p.stat().st_size
-    return total
-
-
-def ping(conn: sqlite3.Connection) -> None:
-    """A trivial query; raises sqlite3.Error if the store cannot be read."""
+def ping(conn: Conn) -> None:
+    """A trivial query; raises if the store cannot be read."""
     conn.execute("SELECT count(*) FROM (SELECT 1 FROM loops LIMIT 1)").fetchone()
 
 
-def trainer_state(conn: sqlite3.Connection, loop: str, now: float) -> TrainerState:
+def trainer_state(conn: Conn, loop: str, now: float) -> TrainerState:
     oldest, backlog = conn.execute(
         """SELECT min(close_at), count(*) FROM (SELECT close_at FROM decisions
            WHERE loop=? AND learned_in IS NULL AND close_at<=? LIMIT ?)""",
@@ -53,7 +44,7 @@ def trainer_state(conn: sqlite3.Connection, loop: str, now: float) -> TrainerSta
     return TrainerState(max(0.0, now - oldest) if oldest is not None else 0.0, int(backlog))
 
 
-def latest_model(conn: sqlite3.Connection, loop: str) -> ModelInfo | None:
+def latest_model(conn: Conn, loop: str) -> ModelInfo | None:
     row = conn.execute(
         "SELECT number, created, events_learned, born FROM models WHERE loop=? "
         "ORDER BY number DESC LIMIT 1",
@@ -62,7 +53,7 @@ def latest_model(conn: sqlite3.Connection, loop: str) -> ModelInfo | None:
     return ModelInfo(*row) if row else None
 
 
-def models(conn: sqlite3.Connection, loop: str) -> list[ModelInfo]:
+def models(conn: Conn, loop: str) -> list[ModelInfo]:
     """The saved model versions (without their bytes), newest first."""
     rows = conn.execute(
         "SELECT number, created, events_learned, born FROM models WHERE loop=? "
@@ -72,7 +63,7 @@ def models(conn: sqlite3.Connection, loop: str) -> list[ModelInfo]:
     return [ModelInfo(*r) for r in rows]
 
 
-def first_seq_since(conn: sqlite3.Connection, table: str, since: float) -> int:
+def first_seq_since(conn: Conn, table: str, since: float) -> int:
     """The first ``seq`` of an append-only table with ``ts >= since`` (binary search on
     the rowid: rows are appended in time order)."""
     assert table in ("decisions", "rewards")
@@ -105,7 +96,7 @@ class RunningCounts:
     decisions_seen: int = 0
     rewards_seen: int = 0
 
-    def update(self, conn: sqlite3.Connection, waits: dict[str, float]) -> None:
+    def update(self, conn: Conn, waits: dict[str, float]) -> None:
         top = conn.execute("SELECT coalesce(max(seq), 0) FROM decisions").fetchone()[0]
         upto = min(top, self.decisions_seen + CHUNK)
         for loop, n in conn.execute(
@@ -119,8 +110,8 @@ class RunningCounts:
         upto = min(top, self.rewards_seen + CHUNK)
         for loop, wait in waits.items():
             total, orphan, late = conn.execute(
-                """SELECT count(*), coalesce(sum(d.seq IS NULL), 0),
-                          coalesce(sum(d.seq IS NOT NULL AND r.ts > d.ts + ?), 0)
+                """SELECT count(*), coalesce(sum(CASE WHEN d.seq IS NULL THEN 1 ELSE 0 END), 0),
+                          coalesce(sum(CASE WHEN r.ts > d.ts + ? THEN 1 ELSE 0 END), 0)
                    FROM rewards r LEFT JOIN decisions d
                      ON d.loop=r.loop AND d.event_id=r.event_id
                    WHERE r.seq>? AND r.seq<=? AND r.loop=?""",

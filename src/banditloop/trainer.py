@@ -8,6 +8,12 @@ events are learned again, on top of the model that did not yet contain them.
 
 A model saved by someone else (a reset, an import, a new policy, from any
 process) covers every mark made so far: the trainer adopts it and goes on.
+
+One trainer per loop: with SQLite the process layout guarantees it; with
+PostgreSQL trainers are elected (``store.lead``).  A trainer that takes over
+starts from the newest saved model and forgets the marks no model covers, just
+as at start-up; one that loses the lead drops what it learned since its last
+save (its marks are undone by the next leader, and its writes are refused).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from .policy import Policy
 from .store.base import ModelRecord, Store
 
 log = logging.getLogger(__name__)
+ELECTION_RETRY = 1.0  # seconds between attempts to take over a loop another process trains
 
 
 @dataclass
@@ -41,6 +48,7 @@ class Trainer:
         loop: str,
         store: Store,
         policy: Callable[[], Policy],
+        load: Callable[[ModelRecord | None], None],
         config: Callable[[], LoopConfig],
         latest: ModelRecord | None,
         born: float,
@@ -50,12 +58,14 @@ class Trainer:
         self.loop = loop
         self.store = store
         self._policy = policy
+        self._load = load  # makes a saved model (None: an empty one) the loop's policy
         self._config = config
         self.saved = latest.number if latest else 0  # the newest model this process knows
         self.mark = (latest.covers if latest else 0) + 1  # what this trainer marks events with
         self.events_learned = latest.events_learned if latest else 0
         self.born = latest.born if latest else born  # when the model's lineage started
-        self.active = False  # True once this object trains the loop (see step)
+        self.active = False  # True while this object trains the loop (see step)
+        self._stale = False  # learned more than the store keeps, then lost the lead
         self.batch = batch
         self.poll = poll
         self.stats = TrainerStats(last_checkpoint=time.time())
@@ -70,8 +80,12 @@ class Trainer:
 
     def step(self, now: float | None = None) -> int:
         """Learn one batch of closed events; returns how many events it handled."""
-        self.active = True  # whoever steps is the loop's trainer
+        if not self.store.lead(self.loop):
+            self._step_down()
+            return 0
         with self.lock:
+            if not self.active:
+                self._take_over()
             cfg = self._config()
             events = self.store.closed_events(self.loop, now or time.time(), self.batch)
             if not events:
@@ -90,6 +104,26 @@ class Trainer:
             self.events_learned += len(lines)
             self._dirty = True
             return len(events)
+
+    def _take_over(self) -> None:
+        """Become the loop's trainer, from the newest saved model."""
+        latest = self.store.latest_model(self.loop)
+        if self._stale or (latest.number if latest else 0) != self.saved:
+            self._load(latest)
+            if latest is not None:
+                self.adopt(latest)
+            else:
+                self.saved = self.events_learned = 0
+                self._dirty = False
+        forgotten = self.recover()
+        self.active, self._stale = True, False
+        log.info("loop %s: training (model %d; %d marks undone)", self.loop, self.saved, forgotten)
+
+    def _step_down(self) -> None:
+        with self.lock:
+            if self.active:
+                log.warning("loop %s: another process trains it now", self.loop)
+                self.active, self._stale, self._dirty = False, True, False
 
     @property
     def dirty(self) -> bool:
@@ -146,7 +180,9 @@ class Trainer:
                 log.exception("trainer step failed for loop %s", self.loop)
                 handled = 0
                 self._stop.wait(1.0)
-            if handled < self.batch:
+            if not self.active:
+                self._stop.wait(ELECTION_RETRY)
+            elif handled < self.batch:
                 self._stop.wait(self.poll)
 
     def start(self) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import orjson
@@ -25,8 +24,8 @@ def _check_ready(request: Request) -> dict[str, Any]:
     if getattr(store, "_closed", False):
         raise Unavailable("The store is closed.")
     try:
-        stats.ping(store._reader())
-    except sqlite3.Error as ex:
+        stats.ping(store.reader())
+    except Exception as ex:  # whatever keeps the store from answering: not ready
         raise Unavailable(f"The store cannot be read: {ex}.") from None
     missing = [
         name for name, loop in list(reg.loops.items()) if getattr(loop.policy, "_ws", None) is None

@@ -13,12 +13,11 @@ import multiprocessing
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
-from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
+from ..store import read_events
 from ..store.base import JobRecord
-from ..store.sqlite import read_events
 from .estimators import Z95, OffPolicy
 from .importance import feature_importance
 from .replay import ONLINE, evaluate
@@ -52,7 +51,7 @@ def run_evaluation(
         known = {args for _, args in custom} | {current_policy}
         searched = [(f"Optimized{i}", a) for i, a in enumerate(SEARCH_SPACE) if a not in known]
     results = evaluate(
-        read_events(Path(db), loop, start, end),
+        read_events(db, loop, start, end),
         custom + searched,
         BUCKET_SECONDS,
         keep_models=True,
@@ -99,7 +98,7 @@ def run_evaluation(
 def run_importance(
     db: str, loop: str, request: dict[str, Any], current_policy: str
 ) -> dict[str, Any]:
-    events = read_events(Path(db), loop, request["start"], request["end"])
+    events = read_events(db, loop, request["start"], request["end"])
     return {"featureScores": feature_importance(events, current_policy)}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -157,9 +158,25 @@ class LogRange:
 
 
 class Store(Protocol):
-    """The operations the service needs; SQLite now, PostgreSQL later."""
+    """The operations the service needs (sql.SqlStore: SQLite and PostgreSQL).
+
+    ``submit`` and ``reader`` hand out connections for SQL written as in sql.py,
+    which runs on both."""
 
     location: str
+    dialect: str
+
+    def reader(self) -> Any: ...
+
+    def size_bytes(self) -> int: ...
+
+    def snapshot(self) -> AbstractContextManager[Any]: ...
+
+    def lead(self, loop: str) -> bool: ...
+
+    def older_models(self, loop: str, below: int) -> list[ModelRecord]: ...
+
+    def delete_models(self, loop: str, numbers: list[int]) -> Future[None]: ...
 
     def iter_events(
         self, loop: str, start: float, end: float, processed_only: bool = True
@@ -225,3 +242,7 @@ class Store(Protocol):
     def reschedule(self, loop: str, old_wait: float, new_wait: float) -> Future[None]: ...
 
     def close(self) -> None: ...
+
+
+class NotLeader(Exception):
+    """A trainer's write from a process that no longer leads the loop (PostgreSQL)."""
