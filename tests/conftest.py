@@ -1,4 +1,5 @@
-"""Shared fixtures: an app on a real SQLite file, and a real server process."""
+"""Shared fixtures: an app on a real SQLite file, a real server process, and a
+PostgreSQL store in a schema of its own (skipped when PostgreSQL is not reachable)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +20,10 @@ from fastapi.testclient import TestClient
 
 from banditloop.app import create_app
 from banditloop.config import Settings
+from banditloop.store import SqliteStore, SqlStore
 
 V1 = "/personalizer/v1.0"
+PG_URL = os.environ.get("BANDITLOOP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture
@@ -96,6 +100,60 @@ class Server:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait()
+
+
+def _pg_unreachable() -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_URL, connect_timeout=3):
+            return None
+    except Exception as ex:
+        return str(ex).strip().splitlines()[0]
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL store URL whose tables live in a new schema, dropped afterwards."""
+    reason = _pg_unreachable()
+    if reason is not None:
+        pytest.skip(
+            f"PostgreSQL is not reachable at {PG_URL} ({reason}). Start it, or point "
+            "BANDITLOOP_TEST_POSTGRES at one (postgresql://user@host/db), to run this test."
+        )
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    yield f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], SqlStore]]:
+    """Opens stores of one kind on one database (each call: another process's view)."""
+    opened: list[SqlStore] = []
+    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
+
+    def make() -> SqlStore:
+        if url is None:
+            opened.append(SqliteStore(tmp_path / "data"))
+        else:
+            from banditloop.store.postgres import PostgresStore
+
+            opened.append(PostgresStore(url))
+        return opened[-1]
+
+    yield make
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
+def store(make_store: Callable[[], SqlStore]) -> SqlStore:
+    return make_store()
 
 
 @pytest.fixture

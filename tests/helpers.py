@@ -1,4 +1,4 @@
-"""Helpers shared by the integration tests: base paths, SQLite reads, polling."""
+"""Helpers shared by the integration tests: base paths, store reads, polling."""
 
 from __future__ import annotations
 
@@ -39,8 +39,17 @@ def db_path(data_dir: Path) -> Path:
     return data_dir / "banditloop.db"
 
 
+#: Data directories whose server keeps its store in PostgreSQL (test_postgres_api.py).
+POSTGRES: dict[Path, str] = {}
+
+
 def query(data_dir: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Rows of ``sql`` read straight from the store's SQLite file."""
+    """Rows of ``sql`` read straight from the store of the server on ``data_dir``."""
+    if data_dir in POSTGRES:
+        from banditloop.store.postgres import PgConnection, connect
+
+        with connect(POSTGRES[data_dir]) as raw:
+            return PgConnection(raw).execute(sql, params).fetchall()
     with closing(sqlite3.connect(db_path(data_dir), timeout=30)) as conn:
         return conn.execute(sql, params).fetchall()
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import sqlite3
 import time
 import zipfile
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ from fastapi.testclient import TestClient
 from banditloop.config import Settings
 from banditloop.policy import with_epsilon
 from banditloop.ranking import plan
-from helpers import actions, db_path, pmf_of, poll, query, scalar
+from helpers import actions, pmf_of, poll, query, scalar
 
 V1 = "/personalizer/v1.0"
 SERVICE = V1 + "/configurations/service"
@@ -501,13 +499,16 @@ def test_retention_deletes_old_logs(client: TestClient, settings: Settings) -> N
         _rank(client, eid)
         client.post(f"{V1}/events/{eid}/reward", json={"value": 1})
     hundred_days = 100 * 86400
-    with closing(sqlite3.connect(db_path(settings.data_dir), timeout=30)) as conn, conn:
+    registry = client.app.state.registry  # type: ignore[attr-defined]
+
+    def age(conn: Any) -> None:
         for table in ("decisions", "rewards"):
             conn.execute(
                 f"UPDATE {table} SET ts = ts - ? WHERE event_id IN ('old1', 'old2')",
                 (hundred_days,),
             )
-    registry = client.app.state.registry  # type: ignore[attr-defined]
+
+    registry.store.submit(age).result()
 
     before = client.get(SERVICE).json()
     client.put(SERVICE, json={**before, "logRetentionDays": -1})

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 import vowpalwabbit
@@ -13,8 +12,8 @@ from banditloop.config import LoopConfig
 from banditloop.join import labelled
 from banditloop.policy import DEFAULT_POLICY, Policy
 from banditloop.ranking import plan
+from banditloop.store import SqlStore
 from banditloop.store.base import Decision, SlotChoice
-from banditloop.store.sqlite import SqliteStore
 from banditloop.trainer import Trainer
 
 LOOP = "default"
@@ -54,12 +53,12 @@ def decision(i: int, ts: float = T0, deferred: bool = False) -> Decision:
     )
 
 
-def log(store: SqliteStore, decisions: list[Decision]) -> None:
+def log(store: SqlStore, decisions: list[Decision]) -> None:
     for d in decisions:
         assert store.append_decision(d).result() is None
 
 
-def make_trainer(store: SqliteStore, policy: Policy, cfg: LoopConfig) -> Trainer:
+def make_trainer(store: SqlStore, policy: Policy, cfg: LoopConfig) -> Trainer:
     latest = store.latest_model(LOOP)
     return Trainer(
         LOOP,
@@ -111,14 +110,7 @@ def reference_blob(decisions: list[Decision], rewards: dict[str, float], cfg: Lo
         policy.close()
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "data")
-    yield s
-    s.close()
-
-
-def test_closed_events_are_learned_exactly_once(store: SqliteStore) -> None:
+def test_closed_events_are_learned_exactly_once(store: SqlStore) -> None:
     cfg = config()
     ds = [decision(i) for i in range(10)]
     log(store, ds)
@@ -140,12 +132,14 @@ def test_closed_events_are_learned_exactly_once(store: SqliteStore) -> None:
     policy.close()
 
 
-def test_crash_before_save_relearns_exactly_the_unsaved(tmp_path: Path) -> None:
+def test_crash_before_save_relearns_exactly_the_unsaved(
+    make_store: Callable[[], SqlStore],
+) -> None:
     cfg = config()
     ds = [decision(i, ts=T0 + i) for i in range(15)]
     rewards = {d.event_id: (1.0 if i % 2 else -0.5) for i, d in enumerate(ds)}
 
-    store = SqliteStore(tmp_path / "data")
+    store = make_store()
     log(store, ds)
     for d in ds:
         store.append_rewards(
@@ -162,8 +156,8 @@ def test_crash_before_save_relearns_exactly_the_unsaved(tmp_path: Path) -> None:
     policy.close()
     store.close()
 
-    # restart: a new store on the same file, the policy from the saved model
-    store = SqliteStore(tmp_path / "data")
+    # restart: a new store on the same database, the policy from the saved model
+    store = make_store()
     try:
         latest = store.latest_model(LOOP)
         assert latest is not None and latest.number == 1 and latest.events_learned == 10
@@ -195,7 +189,7 @@ def test_reference_weights_detect_a_double_learn() -> None:
     assert once != twice
 
 
-def test_earliest_closes_an_event_when_its_reward_arrives(store: SqliteStore) -> None:
+def test_earliest_closes_an_event_when_its_reward_arrives(store: SqlStore) -> None:
     cfg = config("earliest")
     early, other = decision(1), decision(2)
     log(store, [early, other])
@@ -222,7 +216,7 @@ def test_earliest_closes_an_event_when_its_reward_arrives(store: SqliteStore) ->
     policy.close()
 
 
-def test_sum_does_not_close_early(store: SqliteStore) -> None:
+def test_sum_does_not_close_early(store: SqlStore) -> None:
     cfg = config("sum")
     d = decision(1)
     log(store, [d])
@@ -239,7 +233,7 @@ def test_sum_does_not_close_early(store: SqliteStore) -> None:
     policy.close()
 
 
-def test_deferred_event_is_not_closed_early_until_activated(store: SqliteStore) -> None:
+def test_deferred_event_is_not_closed_early_until_activated(store: SqlStore) -> None:
     cfg = config("earliest")
     d = decision(1, deferred=True)
     log(store, [d])
@@ -253,7 +247,7 @@ def test_deferred_event_is_not_closed_early_until_activated(store: SqliteStore) 
     policy.close()
 
 
-def test_deferred_never_activated_is_handled_but_not_learned(store: SqliteStore) -> None:
+def test_deferred_never_activated_is_handled_but_not_learned(store: SqlStore) -> None:
     cfg = config()
     d = decision(1, deferred=True)
     log(store, [d])

@@ -32,13 +32,13 @@ class ModelInfo:
 
 def ping(conn: Conn) -> None:
     """A trivial query; raises if the store cannot be read."""
-    conn.execute("SELECT count(*) FROM (SELECT 1 FROM loops LIMIT 1)").fetchone()
+    conn.execute("SELECT count(*) FROM (SELECT 1 FROM loops LIMIT 1) AS one").fetchone()
 
 
 def trainer_state(conn: Conn, loop: str, now: float) -> TrainerState:
     oldest, backlog = conn.execute(
         """SELECT min(close_at), count(*) FROM (SELECT close_at FROM decisions
-           WHERE loop=? AND learned_in IS NULL AND close_at<=? LIMIT ?)""",
+           WHERE loop=? AND learned_in IS NULL AND close_at<=? LIMIT ?) AS backlog""",
         (loop, now, BACKLOG_CAP),
     ).fetchone()
     return TrainerState(max(0.0, now - oldest) if oldest is not None else 0.0, int(backlog))
