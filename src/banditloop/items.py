@@ -45,9 +45,9 @@ def check_item(item_id: str, features: Iterable[Any] | None, available: bool = T
     return Item(item_id, clean_features(features, "BadRequest"), available)
 
 
-def _sqlite(store: Store) -> SqliteStore:
+def sqlite_store(store: Store) -> SqliteStore:
     if not isinstance(store, SqliteStore):
-        raise Unavailable("The item catalogue needs the SQLite store.")
+        raise Unavailable("The item catalogue and tracking need the SQLite store.")
     return store
 
 
@@ -55,7 +55,7 @@ class Catalogue:
     """The items of one loop."""
 
     def __init__(self, store: Store, loop: str) -> None:
-        self.store = _sqlite(store)
+        self.store = sqlite_store(store)
         self.loop = loop
 
     def reader(self) -> sqlite3.Connection:
@@ -103,6 +103,28 @@ class Catalogue:
             (self.loop, limit),
         )
         return [Item(i, orjson.loads(f)) for i, f in rows]
+
+    def all(self) -> list[Item]:
+        """Every item, for the built-in content model (recommendations/models.py)."""
+        rows = (
+            self.reader()
+            .execute(
+                "SELECT id, features, available FROM items WHERE loop=? ORDER BY id", (self.loop,)
+            )
+            .fetchall()
+        )
+        return [Item(i, orjson.loads(f), bool(a)) for i, f, a in rows]
+
+    def version(self) -> tuple[int, float]:
+        """(count, last update): changes whenever an item is added, replaced or removed."""
+        row = (
+            self.reader()
+            .execute(
+                "SELECT count(*), coalesce(max(updated), 0) FROM items WHERE loop=?", (self.loop,)
+            )
+            .fetchone()
+        )
+        return int(row[0]), float(row[1])
 
     def count(self) -> int:
         row = self.reader().execute("SELECT count(*) FROM items WHERE loop=?", (self.loop,))
