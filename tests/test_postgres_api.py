@@ -1,9 +1,9 @@
 """The HTTP API on the PostgreSQL store: the SQLite suite's API tests, run again.
 
-Every test of the modules below that talks to the app through the ``client``
-fixture is collected here a second time, with ``settings`` naming a PostgreSQL
-store (a schema of its own per test).  Skipped, with a message saying how to
-run them, where PostgreSQL is not reachable.
+Every test of the modules below that talks to the app through the ``client``,
+``shop`` or ``app_settings`` fixtures is collected here a second time, with the
+settings naming a PostgreSQL store (a schema of its own per test).  Skipped, with
+a message saying how to run them, where PostgreSQL is not reachable.
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ import test_holdout
 import test_items
 import test_learning_loop
 import test_observability
+import test_recommendations
 import test_rerank
 from banditloop.config import Settings
 from helpers import POSTGRES
+from test_recommendations import shop  # noqa: F401 - a fixture the copied tests use
 
 MODULES = [
     test_admin_api,
@@ -36,8 +38,10 @@ MODULES = [
     test_items,
     test_learning_loop,
     test_observability,
+    test_recommendations,
     test_rerank,
 ]
+FIXTURES = {"client", "shop", "app_settings"}  # what makes an app
 
 
 def _again(test: Callable[..., None], module: ModuleType) -> Callable[..., None]:
@@ -55,7 +59,7 @@ def _again(test: Callable[..., None], module: ModuleType) -> Callable[..., None]
 
 for _module in MODULES:
     for _name, _test in list(vars(_module).items()):
-        if _name.startswith("test_") and "client" in inspect.signature(_test).parameters:
+        if _name.startswith("test_") and FIXTURES & set(inspect.signature(_test).parameters):
             globals()[f"test_{_module.__name__[5:]}__{_name[5:]}"] = _again(_test, _module)
 
 
@@ -64,3 +68,8 @@ def settings(tmp_path: Path, pg_url: str) -> Iterator[Settings]:
     POSTGRES[tmp_path / "data"] = pg_url  # the tests' own reads of the store go there too
     yield Settings(data_dir=tmp_path / "data", store=pg_url, loop={"rewardWaitTime": "PT1S"})
     del POSTGRES[tmp_path / "data"]
+
+
+@pytest.fixture
+def app_settings(settings: Settings) -> Settings:
+    return test_recommendations.make_settings(settings.data_dir, store=settings.store)

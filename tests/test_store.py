@@ -280,8 +280,10 @@ def test_nodes_starting_together_migrate_once(pg_url: str) -> None:
         t.join()
     try:
         assert errors == [] and len(stores) == 4
+        from banditloop.store.postgres import MIGRATIONS
+
         rows = stores[0].reader().execute("SELECT name FROM banditloop_migrations").fetchall()
-        assert [r[0] for r in rows] == ["m001_initial"]
+        assert sorted(r[0] for r in rows) == [name for name, _ in MIGRATIONS]
     finally:
         for s in stores:
             s.close()

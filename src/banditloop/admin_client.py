@@ -6,6 +6,7 @@ directory itself (refusing while a server holds it) and calls the library.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,9 @@ from .config import ServiceConfiguration, Settings
 from .errors import BanditloopError
 from .items import Catalogue, Item
 from .loop import Loop
+from .recommendations.config import ScenarioConfig
+from .recommendations.events import delete_logs
+from .recommendations.service import edit_scenario, track
 from .registry import Registry
 from .store import is_postgres, open_store
 from .store.lock import DataDirLock
@@ -38,6 +42,10 @@ class Admin(Protocol):
     def create_loop(self, name: str, spec: dict[str, Any]) -> tuple[dict[str, Any], bool]: ...
     def delete_loop(self, name: str) -> None: ...
     def put_items(self, items: list[Item]) -> int: ...
+    def list_scenarios(self) -> dict[str, Any]: ...
+    def put_scenario(self, name: str, spec: dict[str, Any]) -> dict[str, Any]: ...
+    def delete_scenario(self, name: str) -> None: ...
+    def track(self, events: list[dict[str, Any]]) -> dict[str, int]: ...
 
 
 class HttpAdmin:
@@ -113,6 +121,18 @@ class HttpAdmin:
         body = [it.to_json() for it in items]
         return int(self._loop("PUT", "/items", json=body).json()["upserted"])
 
+    def list_scenarios(self) -> dict[str, Any]:
+        return dict(self._loop("GET", "/scenarios").json())
+
+    def put_scenario(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._loop("PUT", f"/scenarios/{name}", json=spec).json())
+
+    def delete_scenario(self, name: str) -> None:
+        self._loop("DELETE", f"/scenarios/{name}")
+
+    def track(self, events: list[dict[str, Any]]) -> dict[str, int]:
+        return dict(self._loop("POST", "/tracking/events", json={"events": events}).json())
+
 
 class LocalAdmin:
     """Admin calls on a data directory that no server is using."""
@@ -160,11 +180,10 @@ class LocalAdmin:
     def delete_logs(self, event_id: str | None, feature: str | None, value: Any) -> int | None:
         store = self.registry.store
         if event_id:
-            return int(store.delete_logs(self.loop_name, event_id=event_id).result())
+            return delete_logs(store, self.loop_name, event_id=event_id)
         if feature:
-            path = feature.split(".")
-            return int(store.delete_logs(self.loop_name, feature=(path, value)).result())
-        store.delete_logs(self.loop_name).result()
+            return delete_logs(store, self.loop_name, feature=(feature.split("."), value))
+        delete_logs(store, self.loop_name)
         return None
 
     def list_loops(self) -> list[dict[str, Any]]:
@@ -186,6 +205,24 @@ class LocalAdmin:
 
     def put_items(self, items: list[Item]) -> int:
         return int(Catalogue(self.loop.store, self.loop_name).put(items).result())
+
+    def list_scenarios(self) -> dict[str, Any]:
+        return {k: v.model_dump(mode="json") for k, v in (self.loop.wire.scenarios or {}).items()}
+
+    def put_scenario(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        scenario = ScenarioConfig.model_validate(spec)
+        edit_scenario(self.loop, name, scenario)
+        return scenario.model_dump(mode="json")
+
+    def delete_scenario(self, name: str) -> None:
+        if not edit_scenario(self.loop, name, None):
+            raise BanditloopError(f"Scenario {name} does not exist.")
+
+    def track(self, events: list[dict[str, Any]]) -> dict[str, int]:
+        from .api.recommendations import TrackBatch
+
+        batch = TrackBatch.model_validate({"events": events})
+        return asyncio.run(track(self.loop, [e.incoming() for e in batch.events]))
 
 
 @contextmanager

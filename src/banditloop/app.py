@@ -19,10 +19,13 @@ from .api.events import router as events_router
 from .api.items import router as items_router
 from .api.loops import router as loops_router
 from .api.operations import router as operations_router
+from .api.recommendations import router as recommendations_router
 from .config import Settings
 from .dashboard import Dashboards
 from .limits import LimitsMiddleware
 from .observability import ObservabilityMiddleware, configure_logging
+from .recommendations.builder import Models
+from .recommendations.service import Recommendations
 from .registry import Registry
 from .rerank import Reranker
 from .store import is_postgres, open_store
@@ -58,11 +61,14 @@ def create_app(settings: Settings, worker: bool = False) -> FastAPI:
         store = open_store(settings)
         registry = Registry(store, settings, train=settings.trainer and not worker)
         app.state.reranker = reranker = Reranker()  # recommender calls (docs/reranking.md)
+        models = Models(lambda: registry.loops, settings.tracking_poll_seconds)
+        app.state.recommendations = Recommendations(models, reranker)  # recommendations.md
         try:
             registry.open()
             if worker or shared:
                 registry.watch()
             app.state.registry = registry
+            models.start()
             log.info(
                 "banditloop %s serving %d loop(s) from %s",
                 __version__,
@@ -76,6 +82,7 @@ def create_app(settings: Settings, worker: bool = False) -> FastAPI:
                 )
             yield
         finally:
+            models.stop()
             await reranker.aclose()
             registry.close()
             store.close()
@@ -110,6 +117,7 @@ def create_app(settings: Settings, worker: bool = False) -> FastAPI:
     api.include_router(admin_router)
     api.include_router(evaluations_router)
     api.include_router(items_router)
+    api.include_router(recommendations_router)
     for prefix in API_PREFIXES:
         app.include_router(api, prefix=prefix)
         app.include_router(api, prefix="/loops/{loop}" + prefix)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import datetime as dt
 import json
 import logging
@@ -402,6 +404,15 @@ def loops_delete(name: str, yes: bool, **target: Any) -> None:
     click.echo(f"deleted loop {name}")
 
 
+_file_format = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl"]),
+    default=None,
+    help="File format (default: csv for *.csv, else JSON lines).",
+)
+
+
 @main.group()
 def items() -> None:
     """Manage a loop's item catalogue (features of the items it ranks)."""
@@ -410,13 +421,7 @@ def items() -> None:
 @items.command("import")
 @_target
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["csv", "jsonl"]),
-    default=None,
-    help="File format (default: csv for *.csv, else JSON lines).",
-)
+@_file_format
 @click.option(
     "--batch", default=1000, show_default=True, type=click.IntRange(min=1), help="Items per call."
 )
@@ -440,6 +445,101 @@ def items_import(file: Path, fmt: str | None, batch: int, **target: Any) -> None
         if chunk:
             n += admin.put_items(chunk)
     click.echo(f"imported {n} items from {file}")
+
+
+@main.group()
+def scenarios() -> None:
+    """Manage a loop's recommendation scenarios (docs/recommendations.md)."""
+
+
+@scenarios.command("list")
+@_target
+def scenarios_list(**target: Any) -> None:
+    """Print every scenario of the loop.
+
+    Example: banditloop scenarios list --url http://127.0.0.1:8080 --loop shop
+    """
+    with _admin(**target) as admin:
+        _echo_json(admin.list_scenarios())
+
+
+@scenarios.command("put")
+@_target
+@click.argument("name")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def scenarios_put(name: str, file: Path, **target: Any) -> None:
+    """Create or replace a scenario from a JSON file.
+
+    Example: banditloop scenarios put --url http://127.0.0.1:8080 --loop shop home home.json
+    """
+    try:
+        spec = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as ex:
+        raise click.ClickException(f"{file}: not JSON: {ex}") from None
+    with _admin(**target) as admin:
+        _echo_json(admin.put_scenario(name, spec))
+
+
+@scenarios.command("delete")
+@_target
+@click.argument("name")
+def scenarios_delete(name: str, **target: Any) -> None:
+    """Remove a scenario.
+
+    Example: banditloop scenarios delete --url http://127.0.0.1:8080 --loop shop home
+    """
+    with _admin(**target) as admin:
+        admin.delete_scenario(name)
+    click.echo(f"deleted scenario {name}")
+
+
+@main.group()
+def events() -> None:
+    """Track user events for the built-in recommendation models."""
+
+
+def _event_rows(fh: Any, fmt: str) -> Iterator[dict[str, Any]]:
+    """Events from CSV (columns type, itemId, userId, sessionId, timestamp, value,
+    eventId; empty cells left out) or JSON lines (one event object per line)."""
+    if fmt == "jsonl":
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    raise click.ClickException(f"line {n}: not a JSON object") from None
+        return
+    for row in csv.DictReader(fh):
+        event: dict[str, Any] = {k: v for k, v in row.items() if k and v}
+        for key in ("timestamp", "value"):
+            if key in event:
+                # an ISO-8601 timestamp stays text; a bad value is named by the server
+                with contextlib.suppress(ValueError):
+                    event[key] = float(event[key])
+        yield event
+
+
+@events.command("import")
+@_target
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_file_format
+def events_import(file: Path, fmt: str | None, **target: Any) -> None:
+    """Track past events (e.g. an order history) so that the models start with them.
+
+    Example: banditloop events import --url http://127.0.0.1:8080 --loop shop orders.csv
+    """
+    fmt = fmt or ("csv" if file.suffix.lower() == ".csv" else "jsonl")
+    n = 0
+    with _admin(**target) as admin, file.open(newline="", encoding="utf-8") as fh:
+        batch: list[dict[str, Any]] = []
+        for event in _event_rows(fh, fmt):
+            batch.append(event)
+            if len(batch) >= 1000:
+                n += admin.track(batch)["accepted"]
+                batch = []
+        if batch:
+            n += admin.track(batch)["accepted"]
+    click.echo(f"imported {n} events from {file}")
 
 
 # -- logs out and in, and offline evaluation -------------------------------------------

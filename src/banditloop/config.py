@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import isodate
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import BadRequest
 from .policy import DEFAULT_POLICY
+from .recommendations.config import ScenarioConfig, TrackingConfig, check_scenario_name
 from .recommender import RecommenderConfig
 
 Aggregation = Literal["earliest", "sum", "average", "median", "min", "max"]
@@ -137,6 +138,12 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_seconds: float = Field(
         30, gt=0, description="How long a write waits for a lock held by another process."
     )
+    tracking_poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How often each process reads newly tracked events into its built-in "
+        "recommendation models.",
+    )
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:
@@ -211,6 +218,23 @@ class ServiceConfiguration(BaseModel):
     recommender: RecommenderConfig | None = Field(
         None, description="Extension: the upstream recommender whose items Rank re-ranks."
     )
+    tracking: TrackingConfig | None = Field(
+        None,
+        description="Extension: event types -> rewards and model weights, model windows "
+        "(null: the defaults; docs/recommendations.md).",
+    )
+    scenarios: dict[str, ScenarioConfig] | None = Field(
+        None, description="Extension: named recommendation scenarios (docs/recommendations.md)."
+    )
+
+    @field_validator("scenarios")
+    @classmethod
+    def _check_scenario_names(
+        cls, scenarios: dict[str, ScenarioConfig] | None
+    ) -> dict[str, ScenarioConfig] | None:
+        for name in scenarios or ():
+            check_scenario_name(name)
+        return scenarios
 
     def check(self, previous: ServiceConfiguration | None = None) -> LoopConfig:
         """Apply the original's rules; returns the parsed configuration."""

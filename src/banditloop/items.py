@@ -100,6 +100,28 @@ class Catalogue:
         )
         return [Item(i, orjson.loads(f)) for i, f in rows]
 
+    def all(self) -> list[Item]:
+        """Every item, for the built-in content model (recommendations/models.py)."""
+        rows = (
+            self.reader()
+            .execute(
+                "SELECT id, features, available FROM items WHERE loop=? ORDER BY id", (self.loop,)
+            )
+            .fetchall()
+        )
+        return [Item(i, orjson.loads(f), bool(a)) for i, f, a in rows]
+
+    def version(self) -> tuple[int, float]:
+        """(count, last update): changes whenever an item is added, replaced or removed."""
+        row = (
+            self.reader()
+            .execute(
+                "SELECT count(*), coalesce(max(updated), 0) FROM items WHERE loop=?", (self.loop,)
+            )
+            .fetchone()
+        )
+        return int(row[0]), float(row[1])
+
     def count(self) -> int:
         row = self.reader().execute("SELECT count(*) FROM items WHERE loop=?", (self.loop,))
         return int(row.fetchone()[0])

@@ -20,9 +20,10 @@ from typing import Any
 
 import mmh3
 import orjson
+from pydantic import ValidationError
 
 from . import dsjson, vwcheck
-from .config import LoopConfig, ServiceConfiguration, Settings
+from .config import LoopConfig, ServiceConfiguration, Settings, describe
 from .errors import BadRequest, Conflict
 from .featurize import check_text
 from .join import IMPORTED
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 MAX_EVENT_ID = 256
 HOLDOUT_SEED = 7  # not sampling's seed (0), so that holdout and draws are independent
 APPRENTICE_BATCH = 1000  # events in latestApprenticeModeMetrics.lastBatchMetrics
+#: Configuration fields Azure's clients do not know: a PUT without them keeps them.
+EXTENSION_FIELDS = ("recommender", "tracking", "scenarios")
 
 
 #: A multi-slot request's slot: id, features, excluded action ids, baseline action id.
@@ -373,9 +376,9 @@ class Loop:
             if config.learning_mode == "Apprentice" and self.config.learning_mode != "Apprentice":
                 metrics = {"startTime": iso(now.timestamp())}
             # Azure's clients PUT every field they know: an absent extension field is kept.
-            kept = {"recommender": self.wire.recommender}
-            if "recommender" in new.model_fields_set:
-                kept = {}
+            kept = {
+                f: getattr(self.wire, f) for f in EXTENSION_FIELDS if f not in new.model_fields_set
+            }
             new = new.model_copy(
                 update={
                     "lastConfigurationEditDate": now,
@@ -391,6 +394,19 @@ class Loop:
             if config.exploration != old.exploration:
                 self._swap(lambda: Policy(self.effective_args(), self.policy.save()))
             return self.service_configuration()
+
+    def update_extensions(self, **changes: Any) -> dict[str, Any]:
+        """Change extension fields (``scenarios``, ``tracking``, ...) and keep the rest;
+        nothing is written when they are already so."""
+        try:
+            new = ServiceConfiguration.model_validate(
+                {**self.wire.model_dump(mode="json"), **changes}
+            )
+        except ValidationError as ex:
+            raise BadRequest(describe(ex), "InvalidServiceConfiguration") from None
+        if all(getattr(new, field) == getattr(self.wire, field) for field in changes):
+            return self.service_configuration()
+        return self.update_configuration(new)
 
     def policy_contract(self) -> dict[str, str]:
         return {"name": self.record.policy_name, "arguments": self.record.policy}

@@ -22,10 +22,13 @@ from .evaluation.jobs import JobRunner
 from .evaluation.service import auto_optimize
 from .loop import Loop
 from .policy import check_arguments
+from .recommendations.events import EventLog, delete_logs
 from .store.base import LoopRecord, Store
 
 log = logging.getLogger(__name__)
 DEFAULT_LOOP = "default"
+#: Extension fields of a declared loop's configuration applied again at every start.
+DECLARED = ("scenarios", "tracking")
 LOOP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
@@ -64,6 +67,9 @@ class Registry:
                 )
             elif decl and keys != self.loops[name].record.key_hashes:
                 self.loops[name].set_keys(keys)
+            if decl and self.train:  # declared scenarios and tracking win at every start
+                declared = {f: decl.configuration[f] for f in DECLARED if f in decl.configuration}
+                self.loops[name].update_extensions(**declared)
         if self.train:
             self._background(self._retain, "retention")
 
@@ -148,6 +154,7 @@ class Registry:
             loop.close()
             del self.loops[name]
             self.store.delete_loop(name).result()
+            EventLog(self.store, name).delete().result()  # tracked events (recommendations)
 
     def close(self) -> None:
         self.runner.close()
@@ -164,7 +171,7 @@ class Registry:
         for loop in list(self.loops.values()):
             days = loop.wire.logRetentionDays
             if days >= 0:
-                deleted += loop.store.delete_logs(loop.name, before=now - days * 86400).result()
+                deleted += delete_logs(loop.store, loop.name, before=now - days * 86400)
         return deleted
 
     def _retain(self) -> None:

@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from ..config import ServiceConfiguration
 from ..errors import BadRequest
+from ..recommendations import events as tracked
 from .deps import AdminLoop
 from .schemas import ERROR_RESPONSES
 
@@ -171,8 +172,8 @@ async def logs_properties(loop: AdminLoop) -> dict[str, Any]:
 
 @router.delete("/logs", status_code=204, tags=["admin"])
 async def delete_logs(loop: AdminLoop) -> Response:
-    """Delete every logged decision, reward and activation of the loop."""
-    await run_in_threadpool(lambda: loop.store.delete_logs(loop.name).result())
+    """Delete every logged decision, reward, activation and tracked event of the loop."""
+    await run_in_threadpool(tracked.delete_logs, loop.store, loop.name)
     return Response(status_code=204)
 
 
@@ -189,12 +190,14 @@ async def delete_event(
 
 @router.post("/logs/forget", response_model=Deleted, tags=["admin", "extension"])
 async def forget(request: Annotated[ForgetRequest, Body()], loop: AdminLoop) -> dict[str, int]:
-    """Extension: delete every event whose context has a feature value (e.g. a user ID)."""
+    """Extension: delete every event whose context has a feature value (e.g. a user ID),
+    and the tracked events, history and recommendations of the user or session with
+    that id (docs/recommendations.md)."""
     path = request.feature if isinstance(request.feature, list) else request.feature.split(".")
     if not path or not all(path):
         raise BadRequest('feature must name a context feature, e.g. "user.id".')
     n = await run_in_threadpool(
-        lambda: loop.store.delete_logs(loop.name, feature=(path, request.value)).result()
+        lambda: tracked.delete_logs(loop.store, loop.name, feature=(path, request.value))
     )
     return {"deleted": n}
 

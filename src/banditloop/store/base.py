@@ -192,6 +192,8 @@ class Store(Protocol):
 
     def append_decision(self, d: Decision) -> Future[Decision | None]: ...
 
+    def get_decision(self, loop: str, event_id: str) -> Decision | None: ...
+
     def append_rewards(
         self,
         loop: str,

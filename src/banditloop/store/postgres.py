@@ -27,7 +27,8 @@ from . import sql
 from .base import LoggedEvent, NotLeader
 
 log = logging.getLogger(__name__)
-MIGRATION_LOCK = 0x62616E646974  # pg_advisory_xact_lock key while migrating ("bandit")
+# Advisory lock keys are per schema, so that installs may share a database by schema.
+LOCK_KEY = "hashtextextended(current_schema() || ?, 0)"
 
 # Each migration is a list of statements, applied once, in order, in one transaction.
 MIGRATIONS: list[tuple[str, list[str]]] = [
@@ -74,6 +75,27 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 loop TEXT NOT NULL, id TEXT NOT NULL, features TEXT NOT NULL,
                 available INTEGER NOT NULL, updated DOUBLE PRECISION NOT NULL,
                 PRIMARY KEY (loop, id))""",
+        ],
+    ),
+    (
+        "m002_tracking",  # docs/recommendations.md; as SQLite's m005_tracking
+        [
+            """CREATE TABLE tracked_events (
+                seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, loop TEXT NOT NULL,
+                type TEXT NOT NULL, item TEXT NOT NULL, user_hash TEXT, session_hash TEXT,
+                ts DOUBLE PRECISION NOT NULL, value DOUBLE PRECISION, event_id TEXT,
+                received DOUBLE PRECISION NOT NULL)""",
+            "CREATE INDEX tracked_events_seq ON tracked_events (loop, seq)",
+            "CREATE INDEX tracked_events_user ON tracked_events (loop, user_hash, seq)",
+            "CREATE INDEX tracked_events_session ON tracked_events (loop, session_hash, seq)",
+            "CREATE INDEX tracked_events_ts ON tracked_events (loop, ts)",
+            """CREATE TABLE tracking_state (
+                loop TEXT PRIMARY KEY, generation BIGINT NOT NULL)""",
+            """CREATE TABLE served (
+                loop TEXT NOT NULL, event_id TEXT NOT NULL, scenario TEXT NOT NULL, actor TEXT,
+                ts DOUBLE PRECISION NOT NULL, PRIMARY KEY (loop, event_id))""",
+            "CREATE INDEX served_actor ON served (loop, actor)",
+            "CREATE INDEX served_ts ON served (loop, ts)",
         ],
     ),
 ]
@@ -136,7 +158,7 @@ def connect(url: str) -> psycopg.Connection[Any]:
 def migrate(url: str) -> None:
     """Create or update the schema; safe when several nodes start at once."""
     with connect(url) as conn, conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        PgConnection(conn).execute(f"SELECT pg_advisory_xact_lock({LOCK_KEY})", (":migrate",))
         conn.execute(
             "CREATE TABLE IF NOT EXISTS banditloop_migrations "
             "(name TEXT PRIMARY KEY, applied DOUBLE PRECISION NOT NULL)"
@@ -222,7 +244,7 @@ class PostgresStore(sql.SqlStore):
 
         def job(conn: PgConnection) -> bool:
             got = conn.execute(
-                "SELECT pg_try_advisory_lock(hashtextextended(?, 0))", (f"trainer:{loop}",)
+                f"SELECT pg_try_advisory_lock({LOCK_KEY})", (f":trainer:{loop}",)
             ).fetchall()[0][0]
             if got:
                 self._led.add(loop)

@@ -86,6 +86,33 @@ def m004_holdout(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE decisions ADD COLUMN holdout INTEGER NOT NULL DEFAULT 0")
 
 
+@migrations()
+def m005_tracking(db: sqlite_utils.Database) -> None:
+    # Tracked user events (docs/recommendations.md). seq is the models' high-water mark,
+    # so it must never be reused (AUTOINCREMENT); user and session ids are hashed.
+    db.execute(
+        """CREATE TABLE tracked_events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, loop TEXT NOT NULL, type TEXT NOT NULL,
+            item TEXT NOT NULL, user_hash TEXT, session_hash TEXT, ts REAL NOT NULL,
+            value REAL, event_id TEXT, received REAL NOT NULL)"""
+    )
+    db.execute("CREATE INDEX tracked_events_seq ON tracked_events (loop, seq)")
+    db.execute("CREATE INDEX tracked_events_user ON tracked_events (loop, user_hash, seq)")
+    db.execute("CREATE INDEX tracked_events_session ON tracked_events (loop, session_hash, seq)")
+    db.execute("CREATE INDEX tracked_events_ts ON tracked_events (loop, ts)")
+    # Bumped when tracked events are deleted (forget, DELETE /logs): models rebuild.
+    db.execute("CREATE TABLE tracking_state (loop TEXT PRIMARY KEY, generation INTEGER NOT NULL)")
+    # Which scenario served which Rank event, for whom (hashed): forgetting a user
+    # deletes their recommendation decisions too.
+    db.execute(
+        """CREATE TABLE served (
+            loop TEXT NOT NULL, event_id TEXT NOT NULL, scenario TEXT NOT NULL, actor TEXT,
+            ts REAL NOT NULL, PRIMARY KEY (loop, event_id))"""
+    )
+    db.execute("CREATE INDEX served_actor ON served (loop, actor)")
+    db.execute("CREATE INDEX served_ts ON served (loop, ts)")
+
+
 def _connect(path: Path, synchronous: str, busy_timeout: float = 30.0) -> sqlite3.Connection:
     conn = sqlite3.connect(
         path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
