@@ -87,8 +87,8 @@ class Registry:
 
     def sync(self) -> None:
         """Open loops created elsewhere, close deleted ones, refresh the rest."""
-        stored = {rec.name: rec for rec in self.store.list_loops()}
-        with self._lock:
+        with self._lock:  # read under the lock: a loop created here meanwhile is not closed
+            stored = {rec.name: rec for rec in self.store.list_loops()}
             for name in [n for n in self.loops if n not in stored]:
                 self.loops.pop(name).close()
             for name, rec in stored.items():
@@ -164,11 +164,14 @@ class Registry:
         for loop in self.loops.values():
             loop.close()
 
-    def apply_retention(self, now: float | None = None) -> int:
-        """Delete logs older than each loop's retention; returns how many events."""
+    def apply_retention(self, now: float | None = None, trained_here: bool = False) -> int:
+        """Delete logs older than each loop's retention (with ``trained_here``, of the
+        loops this process trains: one server does it); returns how many events."""
         now = now or time.time()
         deleted = 0
         for loop in list(self.loops.values()):
+            if trained_here and not loop.trainer.active:
+                continue
             days = loop.wire.logRetentionDays
             if days >= 0:
                 deleted += delete_logs(loop.store, loop.name, before=now - days * 86400)
@@ -179,11 +182,11 @@ class Registry:
         while not self._stop.wait(delay):
             delay = self.settings.retention_check_seconds
             try:
-                n = self.apply_retention()
+                n = self.apply_retention(trained_here=True)
                 if n:
                     log.info("retention deleted %d events", n)
                 for loop in list(self.loops.values()):
-                    if auto_optimize(self.runner, loop):
+                    if loop.trainer.active and auto_optimize(self.runner, loop):
                         log.info("loop %s: auto-optimization started", loop.name)
             except Exception:
                 log.exception("retention or auto-optimization failed")
