@@ -163,6 +163,7 @@ def test_crash_before_save_relearns_exactly_the_unsaved(
         assert latest is not None and latest.number == 1 and latest.events_learned == 10
         policy = Policy(DEFAULT_POLICY, latest.blob)
         trainer = make_trainer(store, policy, cfg)
+        assert store.lead(LOOP)  # PostgreSQL: only the elected trainer may undo marks
         assert trainer.recover() == 5
         assert store.count_learned(LOOP) == 10
         assert drain(trainer, T0 + 14 + WAIT) == 5

@@ -449,6 +449,7 @@ class SqlStore:
         """Undo marks that no saved model covers (the trainer died before saving)."""
 
         def job(conn: Conn) -> int:
+            self._check_lead(conn, loop)  # else it would undo the marks of the real trainer
             cur = conn.execute(
                 "UPDATE decisions SET learned_in=NULL, outcome=NULL WHERE loop=? AND learned_in>?",
                 (loop, covers),
