@@ -58,7 +58,12 @@ def scalar(data_dir: Path, sql: str, params: tuple[Any, ...] = ()) -> Any:
     return query(data_dir, sql, params)[0][0]
 
 
-def poll(fn: Callable[[], T], timeout: float = 10.0, interval: float = 0.05) -> T:
+def poll(
+    fn: Callable[[], T | None],
+    timeout: float = 10.0,
+    what: str = "condition",
+    interval: float = 0.05,
+) -> T:
     """Call ``fn`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -66,7 +71,7 @@ def poll(fn: Callable[[], T], timeout: float = 10.0, interval: float = 0.05) -> 
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
+            raise AssertionError(f"{what} not met within {timeout} s (last value {value!r})")
         time.sleep(interval)
 
 

@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -42,6 +42,7 @@ import httpx
 import pytest
 
 from conftest import V1, free_port
+from helpers import poll
 
 T = TypeVar("T")
 
@@ -59,20 +60,6 @@ def rank_body(k: int) -> dict[str, Any]:
             {"id": f"a{i}", "features": [{"topic": f"t{i}", "length": 100 + i}]} for i in range(5)
         ],
     }
-
-
-def wait_for(check: Callable[[], T | None], timeout: float, what: str, every: float = 0.1) -> T:
-    """The first truthy value of ``check()``; fails after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout} s waiting for {what} (last: {value!r})"
-            )
-        time.sleep(every)
 
 
 # -- the store, read directly ------------------------------------------------------------
@@ -290,7 +277,7 @@ class Cluster:
             waiting[:] = [n for n in waiting if not n.up()]
             return not waiting
 
-        wait_for(all_up, timeout, "the nodes to answer /healthz", every=0.2)
+        poll(all_up, timeout, "the nodes to answer /healthz", interval=0.2)
 
     def _advisory(self, apps: list[str] | None = None) -> list[tuple[int, int, str]]:
         """(classid, objid, application_name) of the advisory locks granted in this
@@ -315,7 +302,7 @@ class Cluster:
             held = {(c, o) for c, o, _ in self._advisory([n.app for n in self.candidates])}
             return held.pop() if len(held) == 1 else None
 
-        self._lock_ids = wait_for(one, 30, "a trainer candidate to take the trainer lock")
+        self._lock_ids = poll(one, 30, "a trainer candidate to take the trainer lock")
 
     def holders(self) -> list[str]:
         """application_name of every session holding the loop's trainer lock."""
@@ -451,7 +438,7 @@ class Takeover:
 def kill_the_trainer(cluster: Cluster) -> Takeover:
     """Kill the active trainer while it has learned events that no saved model covers;
     the other live candidate must take over, train on, and the rank nodes follow."""
-    old: Node = wait_for(cluster.leader, 30, "a trainer candidate to hold the lock")
+    old: Node = poll(cluster.leader, 30, "a trainer candidate to hold the lock")
     others = [n for n in cluster.candidates if n is not old]
     seen = len(others[0].takeovers())
 
@@ -459,7 +446,7 @@ def kill_the_trainer(cluster: Cluster) -> Takeover:
         s = state(cluster.store)
         return s.covers > 0 and s.top > s.covers
 
-    wait_for(unsaved, 30, "events learned and saved, and more learned but not yet saved")
+    poll(unsaved, 30, "events learned and saved, and more learned but not yet saved")
     killed = old.kill()
     pending = state(cluster.store)  # read after its death: what it left behind
 
@@ -468,11 +455,11 @@ def kill_the_trainer(cluster: Cluster) -> Takeover:
         return leader if leader is not old else None
 
     try:
-        new: Node = wait_for(
+        new: Node = poll(
             taken,
             TAKEOVER_BOUND,
             f"another candidate to take over from {old.name}",
-            every=0.05,
+            interval=0.05,
         )
     except AssertionError as ex:
         raise AssertionError(f"{ex}; the lock's holders: {cluster.holders()}") from None
@@ -480,13 +467,13 @@ def kill_the_trainer(cluster: Cluster) -> Takeover:
     assert new in others
     # the new trainer saves a model of its own, covering what it learned
     before = state(cluster.store).model
-    wait_for(lambda: state(cluster.store).model > before, 30, f"a model saved by {new.name}")
+    poll(lambda: state(cluster.store).model > before, 30, f"a model saved by {new.name}")
     trained_after = time.monotonic() - killed
     newest = state(cluster.store).model
     # rank nodes (and the other candidates) serve the new trainer's models
     for node in cluster.nodes.values():
         if node is not old and node.alive:
-            wait_for(partial(follows, node, newest), 15, f"{node.name} to serve model {newest}")
+            poll(partial(follows, node, newest), 15, f"{node.name} to serve model {newest}")
     runs = new.takeovers()
     return Takeover(
         old.name,
@@ -507,7 +494,7 @@ def kill_a_rank_node(cluster: Cluster, traffic: Traffic, victim: Node) -> None:
     killed = victim.kill()
     for node in cluster.nodes.values():
         if node is not victim and node.alive:
-            wait_for(
+            poll(
                 partial(traffic.serves, node, killed),
                 30,
                 f"{node.name} to keep serving after {victim.name} died",
@@ -521,7 +508,7 @@ def check_store(cluster: Cluster, traffic: Traffic, marks: Marks) -> State:
         s = state(cluster.store)
         return s if s.open == 0 and s.model and s.covers >= s.top else None
 
-    s: State = wait_for(settled, 60, "every decision learned and a model covering it", every=0.2)
+    s: State = poll(settled, 60, "every decision learned and a model covering it", interval=0.2)
     marks.poll()  # the last events were learned after the traffic stopped
     with pg(cluster.store) as conn:
         logged = {
@@ -609,7 +596,7 @@ def test_nodes_killed_and_restarted_again_and_again(cluster: Cluster) -> None:
                 victim.start()
                 cluster.wait_up([victim])
                 restarted = time.monotonic()
-                wait_for(
+                poll(
                     partial(traffic.serves, victim, restarted),
                     30,
                     f"{victim.name} to serve again",

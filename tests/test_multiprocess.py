@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ import orjson
 import pytest
 
 from conftest import V1, free_port
+from helpers import poll
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/fd").is_dir(), reason="finds the server's processes through /proc"
@@ -131,16 +132,6 @@ def worker_of(resp: httpx.Response) -> str:
     return resp.headers["x-request-id"].rsplit("-", 1)[0]
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     data_dir = tmp_path_factory.mktemp("multiprocess") / "data"
@@ -158,9 +149,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 return c.get("/healthz", timeout=1).status_code == 200
             return False
 
-        wait_for(up, 90, "/healthz")  # importing VW in 3 processes takes a while here
+        poll(up, 90, "/healthz")  # importing VW in 3 processes takes a while here
         c.worker_answers("/healthz", want=2, timeout=60)
-        wait_for(c.trainer, 30, "the trainer process")
+        poll(c.trainer, 30, "the trainer process")
         yield c
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -313,7 +304,7 @@ def settled(db: Path) -> dict[str, Any] | None:
 
 def check_store(db: Path, traffic: Traffic, marks: Marks) -> dict[str, Any]:
     """Nothing acknowledged lost, everything learned exactly once."""
-    state: dict[str, Any] = wait_for(lambda: settled(db), 60, "every decision learned and saved")
+    state: dict[str, Any] = poll(lambda: settled(db), 60, "every decision learned and saved")
     marks.poll()  # the last events were learned after the traffic stopped
     with contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
         logged = {r[0] for r in con.execute("SELECT event_id FROM decisions")}
@@ -393,10 +384,10 @@ def test_trainer_killed_mid_run(cluster: Cluster) -> None:
                 return bool(top > covers)
 
             time.sleep(1.5)
-            wait_for(unsaved_marks, 20, "events learned but not yet saved")
+            poll(unsaved_marks, 20, "events learned but not yet saved")
             os.kill(old, signal.SIGKILL)
             killed = time.monotonic()
-            new = wait_for(
+            new = poll(
                 lambda: (p := cluster.trainer()) is not None and p != old and p, 20, "a new trainer"
             )
             assert new != old
@@ -421,7 +412,7 @@ def test_worker_killed_mid_run(cluster: Cluster) -> None:
             time.sleep(1)
             served = [t for t in traffic.ok_times if t > killed]
             assert served, "nothing was served after a worker died"
-            replacement = wait_for(
+            replacement = poll(
                 lambda: [p for p in cluster.workers() if p not in (victim, survivor)],
                 60,
                 "uvicorn to start a new worker",
@@ -456,7 +447,7 @@ def test_administration_reaches_every_process(cluster: Cluster) -> None:
     config["explorationPercentage"] = 0.05
     resp = httpx.put(cluster.url + base + "/configurations/service", json=config, timeout=30)
     assert resp.status_code == 200, resp.text
-    wait_for(
+    poll(
         lambda: all(
             c["explorationPercentage"] == 0.05
             for c in cluster.worker_answers(base + "/configurations/service").values()
@@ -469,7 +460,7 @@ def test_administration_reaches_every_process(cluster: Cluster) -> None:
     policy = {"name": "ips", "arguments": args}
     resp = httpx.put(cluster.url + base + "/configurations/policy", json=policy, timeout=30)
     assert resp.status_code == 200, resp.text
-    wait_for(
+    poll(
         lambda: all(
             p == policy for p in cluster.worker_answers(base + "/configurations/policy").values()
         ),
@@ -493,5 +484,5 @@ def test_administration_reaches_every_process(cluster: Cluster) -> None:
             ).fetchone()
         return row if row and row[1] >= 40 else None
 
-    policy_used, _ = wait_for(learned_under_new_policy, 60, "a model learned after it")
+    policy_used, _ = poll(learned_under_new_policy, 60, "a model learned after it")
     assert "--cb_type ips" in policy_used and "--epsilon 0.05" in policy_used, policy_used
