@@ -125,6 +125,7 @@ class WrkResult:
     p99: float
     requests: int
     errors: int  # socket errors and non-2xx answers
+    cpu_us: float = 0.0  # CPU time of the target's processes per request served (ranks+rewards)
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -332,11 +333,30 @@ class Row:
     note: str = ""
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its descendants: on a
+    shared machine, the cost per request is steadier than the rate."""
+    total = 0.0
+    todo = [pid]
+    while todo:
+        proc = Path(f"/proc/{todo.pop()}")
+        with contextlib.suppress(OSError):
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in (proc / "task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return total
+
+
 def load(
     tgt: Target, wrk: Wrk, opts: argparse.Namespace, rate: float = 0.0, latency: float = 0.0
 ) -> tuple[Any, Any]:
     tag = uuid.uuid4().hex[:10]
-    return wrk.ranks(tgt.url, tag, opts.duration, rate, latency)
+    before = tree_cpu(tgt.proc.pid)
+    rank, rewards = wrk.ranks(tgt.url, tag, opts.duration, rate, latency)
+    served = rank.requests + (rewards.requests if rewards else 0)
+    rank.cpu_us = (tree_cpu(tgt.proc.pid) - before) * 1e6 / max(1, served)
+    return rank, rewards
 
 
 def warm(tgt: Target, wrk: Wrk) -> None:
@@ -564,7 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         errors = r.rank.errors + (r.rewards.errors if r.rewards else 0)
         table.append(
             [r.target, str(r.workers), r.setup, f"{r.rank.rps:.0f}", fmt(r.rank.p50),
-             fmt(r.rank.p99), rewards, str(errors), *ratios, r.note]
+             fmt(r.rank.p99), rewards, str(errors), f"{r.rank.cpu_us:.0f}", *ratios, r.note]
         )  # fmt: skip
     print(
         f"\n{opts.connections} connections, {opts.duration:g} s per run; load average "
@@ -572,7 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print_table(
         ["target", "workers", "load", "ranks/s", "p50 ms", "p99 ms", "rewards/s", "errors",
-         "vs fastapi", "vs asgi+vw", "note"],
+         "CPU µs/req", "vs fastapi", "vs asgi+vw", "note"],
         table,
     )  # fmt: skip
     for line in extra:

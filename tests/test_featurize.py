@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from vowpalwabbit import pyvw
 
 from banditloop.errors import BadRequest
-from banditloop.featurize import FLOAT32_MAX
+from banditloop.featurize import FLOAT32_MAX, FeatureLimits
 from banditloop.ranking import plan
 
 CONSTANT_NS = 128  # VW's constant namespace, always added
@@ -382,6 +382,22 @@ def test_non_finite_numbers_are_refused(bad: float, shape: str) -> None:
             _plan_with_context([{"n": {"x": bad}}])
         else:
             plan(None, [("a", [{"t": 1, "x": bad}])], None)
+
+
+def test_recurring_actions_are_cleaned_and_counted_each_time() -> None:
+    """Action features are cached by their JSON (featurize.clean_recurring): a hit still
+    counts against the limits, and a NaN (JSON null to orjson) never hits a null's entry."""
+    features = [{"t": "x", "n": None}]
+    first = plan(None, [("a", features)], None).example
+    assert plan(None, [("a", [{"t": "x", "n": None}])], None).example == first
+    with pytest.raises(BadRequest):
+        plan(None, [("a", [{"t": "x", "n": math.nan}])], None)
+    both = [("a", [{"t": "xy", "u": 1}]), ("b", [{"t": "y", "u": 2}])]
+    plan(None, both, None, limits=FeatureLimits("InvalidRankRequest", 4))  # cached now
+    with pytest.raises(BadRequest, match="at most 3 features"):
+        plan(None, both, None, limits=FeatureLimits("InvalidRankRequest", 3))
+    with pytest.raises(BadRequest, match="at most 1 characters"):
+        plan(None, both, None, limits=FeatureLimits("InvalidRankRequest", 4, 1))
 
 
 def nest(depth: int) -> dict[str, Any]:

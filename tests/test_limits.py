@@ -16,7 +16,8 @@ from fastapi.testclient import TestClient
 
 from banditloop.app import create_app
 from banditloop.config import Settings
-from banditloop.limits import Overloaded, TokenBuckets, check_features
+from banditloop.featurize import FeatureLimits, count_features
+from banditloop.limits import Overloaded, TokenBuckets
 from banditloop.store import SqliteStore
 from conftest import Server, free_port
 from helpers import V1, actions
@@ -118,11 +119,16 @@ def test_feature_count_and_string_length(small: TestClient) -> None:
     assert ok.status_code == 201, ok.text
 
 
-def test_check_features_counts_leaves() -> None:
-    check_features([{"a": 1, "b": [1, 2]}], [[{"c": "x"}]], 4, 10)
+def test_feature_limits_count_leaves() -> None:
+    def count(features: list[Any], most: int) -> None:
+        limits = FeatureLimits("InvalidRankRequest", most, 10)
+        for part in features:
+            count_features(part, limits)
+
+    count([[{"a": 1, "b": [1, 2]}], [{"c": "x"}]], 4)
     with pytest.raises(Exception, match="at most 3 features"):
-        check_features([{"a": 1, "b": [1, 2]}], [[{"c": "x"}]], 3, 10)
-    check_features(None, [None, [{"k": None}]], 1, 10)  # nulls are dropped, not counted
+        count([[{"a": 1, "b": [1, 2]}], [{"c": "x"}]], 3)
+    count([None, None, [{"k": None}]], 1)  # nulls are dropped, not counted
 
 
 def test_slots_at_most_actions(tmp_path: Path) -> None:

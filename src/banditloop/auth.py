@@ -26,6 +26,21 @@ def _matches(digest: str, hashes: Iterable[str]) -> bool:
     return found
 
 
+def key_from_headers(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The key from ``Ocp-Apim-Subscription-Key`` or ``Authorization: Bearer`` (the first
+    of each header, as Starlette reads them) of raw ASGI headers."""
+    key = auth = None
+    for name, value in headers:
+        if name == b"ocp-apim-subscription-key" and key is None:
+            key = value.decode("latin-1")
+        elif name == b"authorization" and auth is None:
+            auth = value.decode("latin-1")
+    if key:
+        return key
+    scheme, _, token = (auth or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
 def role_of(key: str | None, *keyrings: Mapping[str, list[str]]) -> str | None:
     """The highest role the key has in any of the keyrings (role -> hashes), or None."""
     if not key:

@@ -11,21 +11,23 @@ request (a header scan, a counter and, with rate limits on, one token bucket):
 * more than ``rate_limit_per_second`` requests per API key (a token bucket of
   ``rate_limit_burst``): 429 ``TooManyRequests`` with ``Retry-After``.
 
-``check_features`` bounds what a Rank may carry (feature count, string length),
-and the store's writer queue is bounded by ``max_write_queue`` (sqlite.py).
+What a Rank may carry (feature count, string length) is counted while its features
+are cleaned (featurize.FeatureLimits: one walk), and the store's writer queue is
+bounded by ``max_write_queue`` (store/sql.py).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
 from starlette.exceptions import HTTPException
 
-from .errors import BadRequest, BanditloopError, PayloadTooLarge, Unavailable
+from .auth import key_from_headers
+from .errors import BanditloopError, PayloadTooLarge, Unavailable
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -105,19 +107,6 @@ class TokenBuckets:
             self._buckets.clear()
 
 
-def _key(headers: Iterable[tuple[bytes, bytes]]) -> str:
-    """The API key the request carries (as deps.request_key reads it), or ""."""
-    bearer = ""
-    for name, value in headers:
-        if name == b"ocp-apim-subscription-key" and value:
-            return value.decode("latin-1")
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer":
-                bearer = token.strip()
-    return bearer
-
-
 class LimitsMiddleware:
     """Body size, in-flight and per-key rate limits, as plain ASGI (see the module doc)."""
 
@@ -157,7 +146,7 @@ class LimitsMiddleware:
             elif name == b"transfer-encoding":
                 chunked = True
         if self.buckets is not None:
-            wait = self.buckets.take(_key(headers), time.monotonic())
+            wait = self.buckets.take(key_from_headers(headers) or "", time.monotonic())
             if wait:
                 retry = max(1, math.ceil(wait))
                 await _answer(
@@ -201,44 +190,6 @@ class LimitsMiddleware:
             return message
 
         return counted
-
-
-def check_features(
-    context: Sequence[Any] | None,
-    actions: Iterable[Sequence[Any] | None],
-    max_features: int,
-    max_string: int,
-    code: str = "InvalidRankRequest",
-) -> None:
-    """Refuse a request with more than ``max_features`` features (each string, number,
-    boolean or array item counts one) or a key or string value over ``max_string``."""
-    budget = [max_features]
-
-    def walk(value: Any) -> None:
-        if isinstance(value, str):
-            if len(value) > max_string:
-                raise BadRequest(
-                    f"Feature names and values must be at most {max_string} characters.", code
-                )
-            budget[0] -= 1
-        elif isinstance(value, dict):
-            for k, v in value.items():
-                if isinstance(k, str) and len(k) > max_string:
-                    raise BadRequest(
-                        f"Feature names and values must be at most {max_string} characters.", code
-                    )
-                walk(v)
-        elif isinstance(value, list):
-            for v in value:
-                walk(v)
-        elif value is not None:
-            budget[0] -= 1
-        if budget[0] < 0:
-            raise BadRequest(f"A request may hold at most {max_features} features.", code)
-
-    walk(context)
-    for features in actions:
-        walk(features)
 
 
 def retry_after_header(err: BanditloopError) -> dict[str, str]:

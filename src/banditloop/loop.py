@@ -25,9 +25,8 @@ from pydantic import ValidationError
 from . import dsjson, vwcheck
 from .config import LoopConfig, ServiceConfiguration, Settings, describe
 from .errors import BadRequest, Conflict
-from .featurize import check_text
+from .featurize import FeatureLimits, check_text
 from .join import IMPORTED
-from .limits import check_features
 from .policy import Policy, check_arguments, with_epsilon
 from .ranking import plan, plan_multislot, ranking
 from .recovery import load_policy
@@ -172,8 +171,8 @@ class Loop:
         """Choose an action, log the decision durably, and return the response body."""
         if req.event_id is not None:
             check_event_id(req.event_id, "InvalidRankRequest")
-        self._check_limits(req)
-        p = plan(req.context_features, req.actions, req.excluded, self.settings.max_actions)
+        max_actions = self.settings.max_actions
+        p = plan(req.context_features, req.actions, req.excluded, max_actions, self._limits())
         event_id = req.event_id or uuid.uuid4().hex
         mode = self.config.learning_mode
         multislot = self.policy.multislot
@@ -230,8 +229,8 @@ class Loop:
             )
         if req.event_id is not None:
             check_event_id(req.event_id, "InvalidRankRequest")
-        self._check_limits(req, [s[1] for s in slots])
-        p = plan_multislot(req.context_features, req.actions, slots, self.settings.max_actions)
+        max_actions = self.settings.max_actions
+        p = plan_multislot(req.context_features, req.actions, slots, max_actions, self._limits())
         event_id = req.event_id or uuid.uuid4().hex
         mode = self.config.learning_mode
         seed = seed_for(event_id, self.settings.app_id)
@@ -264,10 +263,10 @@ class Loop:
         body = {"slots": answer, "eventId": event_id}
         return await self._log(req, event_id, example, p.action_ids, choices, body, True, holdout)
 
-    def _check_limits(self, req: RankInput, slot_features: list[Any] | None = None) -> None:
+    def _limits(self) -> FeatureLimits:
+        """What one request's features may hold (counted while plan cleans them)."""
         s = self.settings
-        features = [f for _, f in req.actions] + (slot_features or [])
-        check_features(req.context_features, features, s.max_features, s.max_string_length)
+        return FeatureLimits("InvalidRankRequest", s.max_features, s.max_string_length)
 
     async def _log(
         self,

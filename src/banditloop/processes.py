@@ -16,7 +16,7 @@ import signal
 import threading
 from multiprocessing.process import BaseProcess
 
-from .app import WORKER_SETTINGS_ENV
+from .app import WORKER_SETTINGS_ENV, settle_heap
 from .config import Settings
 from .metrics import prepare_multiprocess
 from .registry import Registry
@@ -25,6 +25,7 @@ from .store.lock import DataDirLock
 
 log = logging.getLogger(__name__)
 RESTART_DELAY = 1.0
+SUPERVISOR_CHECK = 1.0  # seconds between a trainer's checks that its supervisor lives
 
 
 def run_trainer(settings_json: str, log_level: str) -> None:
@@ -35,6 +36,7 @@ def run_trainer(settings_json: str, log_level: str) -> None:
     settings = Settings.model_validate_json(settings_json)
     if settings.trainer_batch is None:  # no rank requests here to keep waiting: learn in bulk
         settings = settings.model_copy(update={"trainer_batch": 1024})
+    supervisor = multiprocessing.parent_process()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -43,7 +45,13 @@ def run_trainer(settings_json: str, log_level: str) -> None:
     try:
         registry.open()
         registry.watch()
-        stop.wait()
+        settle_heap()
+        while not stop.wait(SUPERVISOR_CHECK):
+            # The supervisor may die without stopping us (SIGKILL; uvicorn re-raises SIGTERM
+            # with --workers 1): no trainer may outlive the lock on its data directory.
+            if supervisor is not None and not supervisor.is_alive():
+                log.warning("the supervisor is gone: stopping")
+                break
     finally:
         registry.close()
         store.close()

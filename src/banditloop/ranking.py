@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import BadRequest
-from .featurize import check_text, clean_features, context_object, dumps
+from .featurize import (
+    FeatureLimits,
+    check_text,
+    clean_features,
+    clean_recurring,
+    context_object,
+    dumps,
+)
 
 CODE = "InvalidRankRequest"
 
@@ -30,8 +37,11 @@ def plan(
     actions: Sequence[tuple[str, Sequence[Any] | None]],
     excluded: Sequence[str] | None,
     max_actions: int = 50,
+    limits: FeatureLimits | None = None,
 ) -> RankPlan:
-    """Validate a rank request as the original did and build its VW example."""
+    """Validate a rank request as the original did and build its VW example; the
+    features count against ``limits`` (max_features, max_string_length) if given."""
+    limits = limits or FeatureLimits(CODE)
     if not 1 <= len(actions) <= max_actions:
         raise BadRequest(f"Action count should be between 1 and {max_actions}.", CODE)
     ids = [check_text(a, CODE) for a, _ in actions]
@@ -44,10 +54,10 @@ def plan(
         raise BadRequest("All excluded action ID's must have corresponding action ID", CODE)
     if excluded_set >= set(ids):
         raise BadRequest("At least one action must not be excluded.", CODE)
-    context = clean_features(context_features, CODE)
+    context = clean_features(context_features, CODE, limits)
     kept: list[tuple[str, list[dict[str, Any]]]] = []
     for action_id, features in actions:
-        cleaned = clean_features(features, CODE)
+        cleaned = clean_recurring(features, limits)
         if not cleaned:
             raise BadRequest("Every action should have at least one non-null action feature.", CODE)
         if action_id not in excluded_set:
@@ -98,10 +108,12 @@ def plan_multislot(
     actions: Sequence[tuple[str, Sequence[Any] | None]],
     slots: Sequence[tuple[str, Sequence[Any] | None, Sequence[str] | None, str | None]],
     max_actions: int = 50,
+    limits: FeatureLimits | None = None,
 ) -> MultiSlotPlan:
     """Validate a multi-slot request as the original did; slots are (id, features,
     excluded action ids, baseline action id)."""
-    p = plan(context_features, actions, None, max_actions)
+    limits = limits or FeatureLimits(CODE)
+    p = plan(context_features, actions, None, max_actions, limits)
     index = {a: i for i, a in enumerate(p.all_ids)}
     if not 1 <= len(slots) <= len(index):
         raise BadRequest(
@@ -128,5 +140,6 @@ def plan_multislot(
             raise BadRequest("BaselineAction should never be part of ExcludedActions.", CODE)
         allowed = [i for a, i in index.items() if a not in excluded_set]
         assert baseline is not None
-        planned.append(SlotPlan(slot_id, allowed, index[baseline], clean_features(features, CODE)))
+        cleaned = clean_features(features, CODE, limits)
+        planned.append(SlotPlan(slot_id, allowed, index[baseline], cleaned))
     return MultiSlotPlan(p.example, p.all_ids, planned)

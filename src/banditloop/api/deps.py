@@ -6,19 +6,14 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from ..auth import ADMIN, CLIENT, authorize
+from ..auth import ADMIN, CLIENT, authorize, key_from_headers
 from ..loop import Loop
 from ..registry import Registry
 
 
 def request_key(request: Request) -> str | None:
     """The key from ``Ocp-Apim-Subscription-Key`` or ``Authorization: Bearer``."""
-    key = request.headers.get("ocp-apim-subscription-key")
-    if key:
-        return key
-    auth = request.headers.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    return key_from_headers(request.headers.raw)
 
 
 def registry(request: Request) -> Registry:
@@ -26,13 +21,17 @@ def registry(request: Request) -> Registry:
     return reg
 
 
-def _loop(request: Request, role: str) -> Loop:
-    reg = registry(request)
-    name = request.path_params.get("loop", "default")
+def find_loop(reg: Registry, name: str, key: str | None, role: str) -> Loop:
+    """The loop a request names, if its key may call the endpoint (the fast path's too)."""
     loop = reg.loops.get(name)
     # Authorize before saying whether the loop exists.
-    authorize(request_key(request), role, reg.keys, loop.record.key_hashes if loop else {})
+    authorize(key, role, reg.keys, loop.record.key_hashes if loop else {})
     return reg.get(name)
+
+
+def _loop(request: Request, role: str) -> Loop:
+    name = request.path_params.get("loop", "default")
+    return find_loop(registry(request), name, request_key(request), role)
 
 
 # The dependencies are ``async`` although nothing in them awaits: FastAPI runs a plain

@@ -36,6 +36,17 @@ def error_response(err: BanditloopError) -> Response:
     )
 
 
+def http_error_response(exc: HTTPException) -> Response:
+    """Starlette's and FastAPI's own errors (404, 405, 413 ...) in our error shape."""
+    code = _HTTP_CODES.get(exc.status_code, "BadRequest")
+    err = BanditloopError(str(exc.detail), code)
+    err.status = exc.status_code
+    response = error_response(err)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
 def _code_for(path: str, malformed: bool) -> str:
     """Azure's code for a bad body: the endpoint's own, except unparsable admin bodies."""
     if path.endswith("/rank"):
@@ -77,13 +88,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> Response:
-        code = _HTTP_CODES.get(exc.status_code, "BadRequest")
-        err = BanditloopError(str(exc.detail), code)
-        err.status = exc.status_code
-        response = error_response(err)
-        if exc.headers:
-            response.headers.update(exc.headers)
-        return response
+        return http_error_response(exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

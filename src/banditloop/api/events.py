@@ -7,13 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
-from ..loop import RankInput, body_hash
+from ..loop import MAX_EVENT_ID, Loop, RankInput, body_hash
+from ..rerank import Reranker
 from .deps import ClientLoop
 from .rerank import rank_extended
 from .routing import OrjsonRoute
 from .schemas import (
     ERROR_RESPONSES,
-    PLAIN_RANK_FIELDS,
     MultiSlotRankRequest,
     MultiSlotRankResponse,
     MultiSlotRewardRequest,
@@ -24,7 +24,9 @@ from .schemas import (
 
 router = APIRouter(responses=ERROR_RESPONSES, route_class=OrjsonRoute)
 
-EventId = Annotated[str, Path(max_length=256, description="The event ID of the Rank call.")]
+EventId = Annotated[
+    str, Path(max_length=MAX_EVENT_ID, description="The event ID of the Rank call.")
+]
 
 
 @router.post("/rank", status_code=201, response_model=RankResponse, tags=["client"])
@@ -34,9 +36,14 @@ async def rank(body: RankRequest, loop: ClientLoop, request: Request) -> Respons
     Extensions (docs/reranking.md): `rerank: true` re-ranks an upstream list given
     as the actions; `recommenderParams` instead of actions asks the loop's recommender.
     """
+    content = await answer_rank(body, loop, request.app.state.reranker)
+    return Response(content, status_code=201, media_type="application/json")
+
+
+async def answer_rank(body: RankRequest, loop: Loop, reranker: Reranker) -> bytes:
+    """The body of a Rank's answer: the route's and the fast path's (api/fastpath.py)."""
     if body.actions is None or body.rerank or body.recommenderParams is not None:
-        content = await rank_extended(request, body, loop)
-        return Response(content, status_code=201, media_type="application/json")
+        return await rank_extended(reranker, body, loop)
     req = RankInput(
         context_features=body.contextFeatures,
         actions=[(a.id, a.features) for a in body.actions],
@@ -44,10 +51,9 @@ async def rank(body: RankRequest, loop: ClientLoop, request: Request) -> Respons
         event_id=body.eventId,
         defer_activation=bool(body.deferActivation),
         # only a client's own event ID can be retried, so only then is the body compared
-        body_hash=body_hash(body.model_dump(exclude=PLAIN_RANK_FIELDS)) if body.eventId else "",
+        body_hash=body_hash(body.identity()) if body.eventId else "",
     )
-    content = await loop.rank(req)
-    return Response(content, status_code=201, media_type="application/json")
+    return await loop.rank(req)
 
 
 @router.post("/events/{eventId}/reward", status_code=204, tags=["client"])

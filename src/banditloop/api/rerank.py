@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import Request
-
 from ..loop import Loop, body_hash
 from ..rerank import Reranker, RerankRequest
 from .schemas import RankRequest
 
 
-async def rank_extended(request: Request, body: RankRequest, loop: Loop) -> bytes:
-    reranker: Reranker = request.app.state.reranker
+async def rank_extended(reranker: Reranker, body: RankRequest, loop: Loop) -> bytes:
     req = RerankRequest(
         context_features=body.contextFeatures,
         actions=None

@@ -49,13 +49,20 @@ class RankRequest(_Wire):
         "fill its URL template (docs/reranking.md).",
     )
 
-
-#: A plain Rank's identity leaves out the extension fields, as before they existed.
-PLAIN_RANK_FIELDS: Any = {
-    "rerank": True,
-    "recommenderParams": True,
-    "actions": {"__all__": {"upstreamScore": True}},
-}
+    def identity(self) -> dict[str, Any]:
+        """What tells a retried plain Rank from a reused event ID: its fields without the
+        extensions, as before they existed (built directly: a ``model_dump`` with an
+        ``exclude`` was 25 µs of every Rank)."""
+        actions = self.actions
+        return {
+            "contextFeatures": self.contextFeatures,
+            "actions": None
+            if actions is None
+            else [{"id": a.id, "features": a.features} for a in actions],
+            "excludedActions": self.excludedActions,
+            "eventId": self.eventId,
+            "deferActivation": self.deferActivation,
+        }
 
 
 class RankedAction(_Wire):

@@ -98,6 +98,13 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX served_ts ON served (loop, ts)",
         ],
     ),
+    (
+        "m003_learned_index",  # as SQLite's m006: max(learned_in) without reading the log
+        [
+            "CREATE INDEX decisions_learned ON decisions (loop, learned_in) "
+            "WHERE learned_in IS NOT NULL"
+        ],
+    ),
 ]
 
 

@@ -483,12 +483,15 @@ class SqlStore:
                 self._check_lead(conn, model.loop)
             if after is not None and self._newest(conn, model.loop) != after:
                 return None
-            number, top = conn.execute(
-                "SELECT coalesce((SELECT max(number) FROM models WHERE loop=?), 0) + 1, "
-                "coalesce((SELECT max(learned_in) FROM decisions WHERE loop=?), 0)",
-                (model.loop, model.loop),
-            ).fetchone()
-            saved = replace(model, number=number, covers=top if covers is None else covers)
+            top = covers
+            if top is None:  # every mark made so far (index decisions_learned)
+                top = conn.execute(
+                    "SELECT coalesce(max(learned_in), 0) FROM decisions "
+                    "WHERE loop=? AND learned_in IS NOT NULL",
+                    (model.loop,),
+                ).fetchone()[0]
+            number = self._newest(conn, model.loop) + 1
+            saved = replace(model, number=number, covers=top)
             conn.execute(
                 f"INSERT INTO models ({MODEL_COLS}) VALUES (?,?,?,?,?,?,?,?)",
                 (

@@ -113,6 +113,16 @@ def m005_tracking(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX served_ts ON served (loop, ts)")
 
 
+@migrations()
+def m006_learned_index(db: sqlite_utils.Database) -> None:
+    # max(learned_in) for a model saved from outside the trainer (reset, import) read the
+    # whole log without it: seconds on a large log, holding the write lock.
+    db.execute(
+        "CREATE INDEX decisions_learned ON decisions (loop, learned_in) "
+        "WHERE learned_in IS NOT NULL"
+    )
+
+
 def _connect(path: Path, synchronous: str, busy_timeout: float = 30.0) -> sqlite3.Connection:
     conn = sqlite3.connect(
         path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
