@@ -8,7 +8,8 @@ afterwards (polled while traffic flows), and once everything is learned the newe
 model's ``events_learned`` equals the decisions learned with a trained outcome.
 
 Processes are told apart through /proc: the trainer is the supervisor's
-``multiprocessing`` child that holds no socket, the workers hold the listening socket.
+``multiprocessing`` child that holds no socket, each worker holds a listening socket
+(its own, bound with ``SO_REUSEPORT``, or the supervisor's where that is missing).
 Which worker answered a request is read from its ``x-request-id``, whose prefix is
 random per process.
 """
@@ -415,7 +416,7 @@ def test_worker_killed_mid_run(cluster: Cluster) -> None:
             replacement = poll(
                 lambda: [p for p in cluster.workers() if p not in (victim, survivor)],
                 60,
-                "uvicorn to start a new worker",
+                "the supervisor to start a new worker",
             )
             assert survivor in cluster.workers()
             cluster.worker_answers("/healthz", want=2, timeout=60)

@@ -7,8 +7,10 @@ election, fencing, concurrent migration) is at the end.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +19,7 @@ from banditloop.items import Catalogue, Item
 from banditloop.policy import DEFAULT_POLICY, Policy
 from banditloop.recommender import FallbackConfig
 from banditloop.rerank import top_rewarded
-from banditloop.store import SqlStore
+from banditloop.store import SqliteStore, SqlStore
 from banditloop.store.base import JobRecord, LoopRecord, ModelRecord, Outcome
 from banditloop.trainer import Trainer
 from helpers import poll
@@ -177,6 +179,30 @@ def test_decision_source_and_holdout_are_kept(store: SqlStore) -> None:
     assert ev.decision.holdout
     row = store.reader().execute("SELECT source FROM decisions").fetchone()
     assert row[0] == "fallback"
+
+
+# -- SQLite: several processes write to one file ------------------------------------------
+
+
+def test_a_write_takes_the_lock_within_milliseconds_of_its_release(tmp_path: Path) -> None:
+    """Another process's write lock is waited for in short steps: SQLite's own busy
+    handler would be sleeping 100 ms at a time after a 0.3 s wait."""
+    store = SqliteStore(tmp_path, synchronous="NORMAL", busy_timeout=5)
+    other = sqlite3.connect(store.path, isolation_level=None)
+    delays = []
+    try:
+        for _ in range(5):
+            other.execute("BEGIN IMMEDIATE")
+            written = store.submit(lambda conn: None)
+            time.sleep(0.3)
+            released = time.perf_counter()
+            other.execute("COMMIT")
+            written.result(5)
+            delays.append(time.perf_counter() - released)
+    finally:
+        other.close()
+        store.close()
+    assert sorted(delays)[2] < 0.02, delays
 
 
 # -- PostgreSQL: several processes, one trainer per loop ---------------------------------

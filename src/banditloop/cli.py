@@ -112,7 +112,10 @@ def serve(
     if workers:
         from .processes import serve_workers
 
-        serve_workers(settings, workers, log_level)
+        try:
+            serve_workers(settings, workers, log_level)
+        except BanditloopError as ex:  # the port is taken
+            raise click.ClickException(ex.message) from None
         return
     uvicorn.run(
         create_app(settings),

@@ -164,7 +164,6 @@ class SqlStore:
 
     location: str  # what a job in another process opens (a file path or a URL)
     dialect = "sqlite"  # for the few queries that read inside the logged JSON
-    begin = "BEGIN"
     store_errors: tuple[type[Exception], ...] = ()  # the store failed, not one job
 
     def __init__(self, max_queue: int = 0) -> None:
@@ -181,6 +180,10 @@ class SqlStore:
 
     def _writer_failed(self) -> None:
         """The last batch hit a store error: drop the writer connection if it broke."""
+
+    def _begin(self, conn: Conn) -> None:
+        """Open the writer's transaction."""
+        conn.execute("BEGIN")
 
     def reader(self) -> Conn:
         """A connection for reads on the calling thread."""
@@ -265,7 +268,7 @@ class SqlStore:
         self, conn: Conn, jobs: list[_Job], isolate: bool
     ) -> list[tuple[_Job, Any, BaseException | None]]:
         results: list[tuple[_Job, Any, BaseException | None]] = []
-        conn.execute(self.begin)
+        self._begin(conn)
         for job in jobs:
             if isolate:
                 conn.execute("SAVEPOINT job")
