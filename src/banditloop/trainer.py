@@ -99,7 +99,11 @@ class Trainer:
             self.stats.skipped += len(events) - len(lines)
             if lines:
                 self._policy().learn(lines)
-            self.store.mark_learned(self.loop, outcomes, self.mark).result()
+            try:
+                self.store.mark_learned(self.loop, outcomes, self.mark).result()
+            except Exception:  # learned but not marked: start again from the saved model
+                self.active, self._stale, self._dirty = False, True, False
+                raise
             self.stats.learned += len(lines)
             self.events_learned += len(lines)
             self._dirty = True

@@ -353,8 +353,9 @@ class SqlStore:
             )
             if early_close:
                 conn.execute(
-                    """UPDATE decisions SET close_at=? WHERE loop=? AND event_id=?
-                       AND learned_in IS NULL AND close_at>? AND multislot=0 AND (deferred=0
+                    """UPDATE decisions SET close_at=? WHERE seq=(SELECT seq FROM decisions
+                       WHERE loop=? AND event_id=?) AND learned_in IS NULL AND close_at>?
+                       AND multislot=0 AND (deferred=0
                        OR EXISTS (SELECT 1 FROM activations a WHERE a.loop=? AND a.event_id=?))""",
                     (ts, loop, event_id, ts, loop, event_id),
                 )
@@ -373,9 +374,9 @@ class SqlStore:
             )
             if early_close:
                 conn.execute(
-                    """UPDATE decisions SET close_at=? WHERE loop=? AND event_id=?
-                       AND learned_in IS NULL AND close_at>? AND EXISTS
-                       (SELECT 1 FROM rewards r WHERE r.loop=? AND r.event_id=?)""",
+                    """UPDATE decisions SET close_at=? WHERE seq=(SELECT seq FROM decisions
+                       WHERE loop=? AND event_id=?) AND learned_in IS NULL AND close_at>?
+                       AND EXISTS (SELECT 1 FROM rewards r WHERE r.loop=? AND r.event_id=?)""",
                     (ts, loop, event_id, ts, loop, event_id),
                 )
 
@@ -424,15 +425,14 @@ class SqlStore:
     def mark_learned(self, loop: str, outcomes: list[Outcome], mark: int) -> Future[None]:
         """Mark events as handled under the trainer's mark, with what they were learned as."""
         rows = [
-            (mark, orjson.dumps({"r": o.rewards, "t": o.trained}).decode(), loop, o.seq)
-            for o in outcomes
+            (mark, orjson.dumps({"r": o.rewards, "t": o.trained}).decode(), o.seq) for o in outcomes
         ]
 
         def job(conn: Conn) -> None:
             self._check_lead(conn, loop)
             conn.executemany(
-                "UPDATE decisions SET learned_in=?, outcome=? WHERE loop=? AND seq=? "
-                "AND learned_in IS NULL",
+                # by primary key alone: with ``loop=?`` PostgreSQL may scan decisions_open
+                "UPDATE decisions SET learned_in=?, outcome=? WHERE seq=? AND learned_in IS NULL",
                 rows,
             )
 
