@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any, TypeVar
+
+import httpx
 
 T = TypeVar("T")
 
@@ -78,3 +81,17 @@ def poll(
 def pmf_of(response: dict[str, Any]) -> dict[str, float]:
     """Action id -> probability of a RankResponse."""
     return {r["id"]: r["probability"] for r in response["ranking"]}
+
+
+_loop_names = itertools.count()
+
+
+def create_loop(server_url: str, prefix: str, policy: str, **configuration: Any) -> str:
+    """A fresh named loop on a running server (rewards wait 1 s); returns its name."""
+    name = f"{prefix}{next(_loop_names)}"
+    r = httpx.put(
+        f"{server_url}/loops/{name}",
+        json={"policy": policy, "configuration": {"rewardWaitTime": "PT1S", **configuration}},
+    )
+    assert r.status_code == 201, r.text
+    return name

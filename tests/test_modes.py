@@ -4,7 +4,6 @@ nothing)."""
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -14,13 +13,11 @@ import pytest
 
 from banditloop.sampling import sample_index, seed_for
 from conftest import Server, free_port
-from helpers import pmf_of, poll, query
+from helpers import V1, create_loop, pmf_of, poll, query
 
 CB = "--cb_explore_adf --epsilon 0.2 -q :: --cb_type mtr"
 CCB = "--ccb_explore_adf --epsilon 0.2 -q :: --cb_type mtr"
 ACTIONS = [{"id": a, "features": [{"kind": a}]} for a in ("a", "b", "c")]
-
-_names = itertools.count()
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +29,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def new_loop(srv: Server, policy: str = CB, **configuration: Any) -> str:
     """A fresh named loop; returns its v1.0 base URL."""
-    name = f"mode{next(_names)}"
-    r = httpx.put(
-        f"{srv.url}/loops/{name}",
-        json={"policy": policy, "configuration": {"rewardWaitTime": "PT1S", **configuration}},
-    )
-    assert r.status_code == 201, r.text
-    return f"{srv.url}/loops/{name}/personalizer/v1.0"
+    return f"{srv.url}/loops/{create_loop(srv.url, 'mode', policy, **configuration)}{V1}"
 
 
 def loop_name(base: str) -> str:

@@ -22,7 +22,7 @@ from banditloop.join import training_example
 from banditloop.sampling import sample_index, seed_for
 from banditloop.store.base import ClosedEvent, SlotChoice
 from conftest import Server, free_port
-from helpers import poll, query
+from helpers import create_loop, poll, query
 
 CCB = "--ccb_explore_adf --epsilon 0.2 -q :: --cb_type mtr"
 CB = "--cb_explore_adf --epsilon 0.2 -q :: --cb_type mtr"
@@ -54,8 +54,6 @@ SDK_CONTEXT = [
     {"RecentActivity": {"ItemsInCart": 3}},
 ]
 
-_names = itertools.count()
-
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
@@ -66,13 +64,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def new_loop(srv: Server, policy: str = CCB, **configuration: Any) -> str:
     """A fresh named loop; returns its base URL (what the SDK calls the endpoint)."""
-    name = f"ms{next(_names)}"
-    r = httpx.put(
-        f"{srv.url}/loops/{name}",
-        json={"policy": policy, "configuration": {"rewardWaitTime": "PT1S", **configuration}},
-    )
-    assert r.status_code == 201, r.text
-    return f"{srv.url}/loops/{name}"
+    return f"{srv.url}/loops/{create_loop(srv.url, 'ms', policy, **configuration)}"
 
 
 def api(endpoint: str) -> str:
