@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 import pytest
 
+from banditloop import errors
 from banditloop.cli import main
 from banditloop.config import ServiceConfiguration, Settings
 
@@ -46,3 +47,34 @@ def test_readme_starts_with_the_two_commands() -> None:
     readme = (DOCS.parent / "README.md").read_text()
     quickstart = readme[: readme.index("make test") + 20]
     assert "make run" in quickstart
+
+
+def _exception_classes() -> dict[str, str]:
+    """Every public exception class defined in the package: name -> module."""
+    import ast
+
+    found = {}
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                bases = {b.id if isinstance(b, ast.Name) else "" for b in node.bases}
+                if bases & {"Exception", *ERROR_NAMES}:
+                    found[node.name] = str(path.relative_to(SRC))
+    return found
+
+
+SRC = DOCS.parent / "src" / "banditloop"
+ERROR_NAMES = {
+    name
+    for name, value in vars(errors).items()
+    if isinstance(value, type) and issubclass(value, Exception)
+}
+
+
+def test_every_exception_is_in_the_one_error_tree() -> None:
+    defined = _exception_classes()
+    assert defined, "no exception classes found"
+    elsewhere = {name: module for name, module in defined.items() if module != "errors.py"}
+    assert elsewhere == {}, "define exceptions in errors.py"
+    tree = errors.__doc__ or ""
+    assert [name for name in defined if name not in tree] == []

@@ -16,8 +16,9 @@ from fastapi.testclient import TestClient
 
 from banditloop.app import create_app
 from banditloop.config import Settings
+from banditloop.errors import Overloaded
 from banditloop.featurize import FeatureLimits, count_features
-from banditloop.limits import Overloaded, TokenBuckets
+from banditloop.limits import TokenBuckets
 from banditloop.store import SqliteStore
 from conftest import Server, free_port
 from helpers import V1, actions

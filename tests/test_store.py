@@ -267,7 +267,7 @@ def test_one_trainer_is_elected_and_a_dead_one_is_replaced_exactly_once(pg_url: 
 
 
 def test_a_write_of_a_trainer_that_lost_the_lead_is_refused(pg_url: str) -> None:
-    from banditloop.store.base import NotLeader
+    from banditloop.errors import NotLeader
     from banditloop.store.postgres import PostgresStore, connect
 
     store = PostgresStore(pg_url)

@@ -1,17 +1,30 @@
 """The one error tree of banditloop.
 
-Every failure that reaches a client is one of these, rendered as Azure
-Personalizer's error body ``{"error": {"code", "message", "target"?}}`` with the
-status below and an ``x-ms-error-code`` header::
+Every failure that reaches a client is a :class:`BanditloopError`, rendered as
+Azure Personalizer's error body ``{"error": {"code", "message", "target"?}}``
+with the status below, an ``x-ms-error-code`` header and, where the request may
+succeed later, ``Retry-After`` (docs/operator-guide.md, "Errors")::
 
     BanditloopError                 500 InternalServerError
     ├── BadRequest                  400 BadRequest (and the Invalid* codes)
+    │   ├── FeatureError            400 a feature value Personalizer does not accept
+    │   ├── InvalidPolicy           400 InvalidPolicyConfiguration
     │   └── PayloadTooLarge         413 PayloadSizeExceeded
     ├── Unauthorized                401 Unauthorized
     ├── Forbidden                   403 Forbidden
     ├── NotFound                    404 ResourceNotFound
     ├── Conflict                    409 Conflict
+    ├── RateLimited                 429 TooManyRequests, Retry-After
     └── Unavailable                 503 ServiceUnavailable
+        └── Overloaded              503 ServiceUnavailable, Retry-After: 1
+
+Two more never reach a client as such; they tell the service's own parts what
+happened::
+
+    NotLeader                       a trainer's write from a process that no longer
+                                    trains the loop (PostgreSQL); the trainer stops
+    RecommenderFailure              the upstream recommender gave no usable answer;
+                                    re-ranking falls back (``reason`` says why)
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ class BanditloopError(Exception):
 
     status = 500
     default_code = "InternalServerError"
+    retry_after: int | None = None  # seconds, sent as Retry-After
 
     def __init__(self, message: str, code: str | None = None, target: str | None = None) -> None:
         super().__init__(message)
@@ -41,6 +55,16 @@ class BadRequest(BanditloopError):
 
     status = 400
     default_code = "BadRequest"
+
+
+class FeatureError(BadRequest):
+    """Raised when a feature value has a shape Personalizer does not accept."""
+
+
+class InvalidPolicy(BadRequest):
+    """Raised when a policy argument string is refused or VW rejects it."""
+
+    default_code = "InvalidPolicyConfiguration"
 
 
 class PayloadTooLarge(BadRequest):
@@ -78,8 +102,45 @@ class Conflict(BanditloopError):
     default_code = "Conflict"
 
 
+class RateLimited(BanditloopError):
+    """Raised when a key sends more requests per second than it may."""
+
+    status = 429
+    default_code = "TooManyRequests"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Unavailable(BanditloopError):
     """Raised when the service cannot take the request now (shutting down, overloaded)."""
 
     status = 503
     default_code = "ServiceUnavailable"
+
+
+class Overloaded(Unavailable):
+    """Raised when the process sheds load (too many requests in flight, writer backlog,
+    a store that cannot save): the request may succeed a second later."""
+
+    retry_after = 1
+
+
+def overloaded(reason: str) -> Overloaded:
+    """A 503 with Retry-After: the request may succeed later (queue full, disk full, lock)."""
+    return Overloaded(f"{reason}; retry after the time in Retry-After.")
+
+
+class NotLeader(Exception):
+    """Raised by a trainer's write from a process that no longer leads the loop
+    (PostgreSQL): another process trains it now."""
+
+
+class RecommenderFailure(Exception):
+    """Raised when the recommender gives no usable answer; ``reason`` says why."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

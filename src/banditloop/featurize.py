@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from .errors import BadRequest
+from .errors import BadRequest, FeatureError
 
 FLOAT32_MAX = 3.4028234663852886e38  # VW keeps feature values as 32-bit floats
 MAX_DEPTH = 4  # objects nested below a feature list; VW's namespaces are one level deep
@@ -32,10 +32,6 @@ NAMESPACE_ESCAPE = "~"  # prefixed to namespace names that start with a non-ASCI
 NON_NUMBER_ARRAY = "Features should not contain array with non-number items."
 RECURRING_CACHE = 4096  # feature lists of actions kept cleaned (about 2 KB each)
 INT64_MIN, UINT64_MAX = -(1 << 63), (1 << 64) - 1  # what VW's JSON parser reads as a number
-
-
-class FeatureError(BadRequest):
-    """Raised when a feature value has a shape Personalizer does not accept."""
 
 
 def check_text(value: str, code: str) -> str:

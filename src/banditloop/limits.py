@@ -27,7 +27,7 @@ import orjson
 from starlette.exceptions import HTTPException
 
 from .auth import key_from_headers
-from .errors import BanditloopError, PayloadTooLarge, Unavailable
+from .errors import BanditloopError, Overloaded, PayloadTooLarge, RateLimited
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -40,28 +40,10 @@ EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
 MAX_BUCKETS = 10_000  # keys tracked at once; beyond, full buckets are forgotten
 
 
-class Overloaded(Unavailable):
-    """Raised when the process sheds load (too many requests in flight, writer backlog)."""
-
-    retry_after = 1
-
-
-class RateLimited(BanditloopError):
-    """Raised when a key sends more requests per second than it may."""
-
-    status = 429
-    default_code = "TooManyRequests"
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
 def error_headers(err: BanditloopError) -> list[tuple[bytes, bytes]]:
     headers = [(b"content-type", b"application/json"), (b"x-ms-error-code", err.code.encode())]
-    retry = getattr(err, "retry_after", None)
-    if retry is not None:
-        headers.append((b"retry-after", str(retry).encode()))
+    if err.retry_after is not None:
+        headers.append((b"retry-after", str(err.retry_after).encode()))
     return headers
 
 
@@ -190,14 +172,3 @@ class LimitsMiddleware:
             return message
 
         return counted
-
-
-def retry_after_header(err: BanditloopError) -> dict[str, str]:
-    """The Retry-After header of an error, for responses built by the app's handlers."""
-    retry = getattr(err, "retry_after", None)
-    return {} if retry is None else {"Retry-After": str(retry)}
-
-
-def overloaded(reason: str) -> Overloaded:
-    """A 503 with Retry-After: the request may succeed later (queue full, disk full, lock)."""
-    return Overloaded(f"{reason}; retry after the time in Retry-After.")

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 import vowpalwabbit
 
-from .errors import BadRequest
+from .errors import BadRequest, InvalidPolicy
 
 #: banditloop's default, chosen by measurement (docs/learning.md): synthetic cover
 #: explores by itself, so the default explorationPercentage (the --epsilon floor) is 0.
@@ -83,12 +83,6 @@ _FORBIDDEN = {
     "--limit_output",
 }
 _EPSILON = re.compile(r"(--epsilon|-e)(=|\s+)\S+")
-
-
-class InvalidPolicy(BadRequest):
-    """Raised when a policy argument string is refused or VW rejects it."""
-
-    default_code = "InvalidPolicyConfiguration"
 
 
 def check_arguments(args: str) -> list[str]:

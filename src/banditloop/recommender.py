@@ -24,8 +24,8 @@ import orjson
 from jmespath.exceptions import JMESPathError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .errors import BadRequest
-from .featurize import FeatureError, check_text, clean_features
+from .errors import BadRequest, FeatureError, RecommenderFailure
+from .featurize import check_text, clean_features
 
 CODE = "InvalidRankRequest"
 MAX_ANSWER_BYTES = 4 << 20
@@ -153,15 +153,6 @@ class Candidate:
     id: str
     score: float | None = None
     features: list[Any] | None = None
-
-
-class RecommenderFailure(Exception):
-    """Raised when the recommender gives no usable answer; ``reason`` says why."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 async def fetch(

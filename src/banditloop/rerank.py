@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from .errors import BadRequest, Unavailable
+from .errors import BadRequest, RecommenderFailure, Unavailable
 from .items import Catalogue
 from .loop import Loop, RankInput
 from .recommender import (
@@ -36,7 +36,6 @@ from .recommender import (
     FallbackConfig,
     Param,
     RecommenderConfig,
-    RecommenderFailure,
     fetch,
 )
 

@@ -14,8 +14,7 @@ import subprocess
 import sys
 import tempfile
 
-from .errors import BadRequest
-from .policy import InvalidPolicy
+from .errors import BadRequest, InvalidPolicy
 
 MEMORY_CAP = 2 << 30  # bytes a policy's workspace may need
 _PROBE = '{"FromUrl":[{"a":1}],"_multi":[{"i":{"id":"x"}},{"i":{"id":"y"}}]}'

@@ -1,4 +1,5 @@
-"""One handler turns every failure into the JSON error body of API.md."""
+"""One handler turns every failure into the JSON error body (errors.py, and
+docs/operator-guide.md, "Errors")."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from ..errors import BadRequest, BanditloopError
-from ..limits import retry_after_header
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +27,16 @@ _HTTP_CODES = {
 }
 
 
+def _retry_after(err: BanditloopError) -> dict[str, str]:
+    return {} if err.retry_after is None else {"Retry-After": str(err.retry_after)}
+
+
 def error_response(err: BanditloopError) -> Response:
     return Response(
         orjson.dumps(err.body()),
         status_code=err.status,
         media_type="application/json",
-        headers={"x-ms-error-code": err.code, **retry_after_header(err)},
+        headers={"x-ms-error-code": err.code, **_retry_after(err)},
     )
 
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import orjson
 
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, NotFound, RecommenderFailure
 from ..items import Catalogue
 from ..loop import Loop, RankInput
-from ..recommender import Param, RecommenderFailure, fetch
+from ..recommender import Param, fetch
 from ..rerank import Reranker, with_upstream
 from .builder import Models, tracking_of
 from .config import ScenarioConfig, check_scenario_name

@@ -244,7 +244,3 @@ class Store(Protocol):
     def reschedule(self, loop: str, old_wait: float, new_wait: float) -> Future[None]: ...
 
     def close(self) -> None: ...
-
-
-class NotLeader(Exception):
-    """A trainer's write from a process that no longer leads the loop (PostgreSQL)."""

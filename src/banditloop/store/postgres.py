@@ -23,8 +23,9 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from ..errors import NotLeader
 from . import sql
-from .base import LoggedEvent, NotLeader
+from .base import LoggedEvent
 
 log = logging.getLogger(__name__)
 # Advisory lock keys are per schema, so that installs may share a database by schema.

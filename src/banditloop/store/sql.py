@@ -25,9 +25,8 @@ from typing import Any
 
 import orjson
 
-from ..errors import Unavailable
+from ..errors import NotLeader, Unavailable, overloaded
 from ..featurize import context_has
-from ..limits import overloaded
 from .base import (
     ClosedEvent,
     Decision,
@@ -36,7 +35,6 @@ from .base import (
     LogRange,
     LoopRecord,
     ModelRecord,
-    NotLeader,
     Outcome,
     SlotChoice,
 )
