@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from banditloop.items import Item
 from banditloop.recommendations.models import DAY, Content, CoOccurrence, Popularity, tokens
+from banditloop.store.base import Item
 
 NOW = 1_800_000_000.0
 

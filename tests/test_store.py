@@ -15,19 +15,19 @@ from pathlib import Path
 import pytest
 
 from banditloop.config import LoopConfig
-from banditloop.items import Catalogue, Item
+from banditloop.featurize import context_has
+from banditloop.items import Catalogue
 from banditloop.policy import DEFAULT_POLICY, Policy
 from banditloop.recommender import FallbackConfig
-from banditloop.rerank import top_rewarded
 from banditloop.store import SqliteStore, SqlStore
-from banditloop.store.base import JobRecord, LoopRecord, ModelRecord, Outcome
+from banditloop.store.base import Item, JobRecord, LoopRecord, ModelRecord, Outcome
 from banditloop.trainer import Trainer
 from helpers import poll
 from test_trainer import LOOP, T0, WAIT, config, decision, drain, log, reference_blob, weights
 
 
 def model(blob: bytes = b"m", loop: str = LOOP) -> ModelRecord:
-    return ModelRecord(loop, 0, time.time(), blob, DEFAULT_POLICY, 0, T0)
+    return ModelRecord(loop, 0, time.time(), DEFAULT_POLICY, 0, T0, blob=blob)
 
 
 def events(store: SqlStore) -> dict[str, tuple[int, int]]:
@@ -119,9 +119,12 @@ def test_deleting_logs_by_event_time_feature_and_all(store: SqlStore) -> None:
     log(store, ds)
     for d in ds:
         store.append_rewards(LOOP, d.event_id, [(None, 1.0)], d.ts + 1, False).result()
-    assert store.delete_logs(LOOP, event_id="evt-0").result() == 1
+    assert store.delete_logs(LOOP, event_ids=["evt-0"]).result() == 1
     assert store.delete_logs(LOOP, before=T0 + 3).result() == 2
-    assert store.delete_logs(LOOP, feature=(["user"], "u3")).result() == 2
+    u3 = store.find_events(LOOP, lambda example: context_has(example, ["user"], "u3"))
+    assert u3 == ["evt-3", "evt-7"]
+    assert store.delete_logs(LOOP, event_ids=u3).result() == 2
+    assert store.delete_logs(LOOP, event_ids=[]).result() == 0
     assert sorted(events(store)) == ["evt-4", "evt-5", "evt-6"]
     assert all(n == (1, 0) for n in events(store).values())
     rng = store.log_range(LOOP)
@@ -168,7 +171,11 @@ def test_catalogue_and_top_rewarded(store: SqlStore) -> None:
     rewards = {"evt-0": 1.0, "evt-3": 1.0, "evt-1": 0.5}
     outcomes = [Outcome(e.seq, [rewards.get(e.event_id, 0.0)], [0.0]) for e in closed]
     store.mark_learned(LOOP, outcomes, 1).result()
-    assert top_rewarded(cat, FallbackConfig(), 3) == ["a", "b", "c"]
+    fb = FallbackConfig()
+    since = now - fb.windowHours * 3600
+    assert store.top_rewarded(LOOP, since, fb.by, fb.minEvents, 3) == ["a", "b", "c"]
+    assert store.top_rewarded(LOOP, since, "total", 3, 3) == []  # each shown twice
+    assert store.top_rewarded(LOOP, now + 1, fb.by, fb.minEvents, 3) == []
 
 
 def test_decision_source_and_holdout_are_kept(store: SqlStore) -> None:
@@ -306,10 +313,10 @@ def test_nodes_starting_together_migrate_once(pg_url: str) -> None:
         t.join()
     try:
         assert errors == [] and len(stores) == 4
-        from banditloop.store.postgres import MIGRATIONS
+        from banditloop.store.schema import MIGRATIONS
 
         rows = stores[0].reader().execute("SELECT name FROM banditloop_migrations").fetchall()
-        assert sorted(r[0] for r in rows) == [name for name, _ in MIGRATIONS]
+        assert sorted(r[0] for r in rows) == [m.name for m in MIGRATIONS]
     finally:
         for s in stores:
             s.close()

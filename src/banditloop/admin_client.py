@@ -17,14 +17,14 @@ import httpx
 from .auth import keyring
 from .config import ServiceConfiguration, Settings
 from .errors import BanditloopError
-from .items import Catalogue, Item
 from .loop import Loop
 from .recommendations.config import ScenarioConfig
-from .recommendations.events import delete_logs
 from .recommendations.service import edit_scenario, track
 from .registry import Registry
 from .store import is_postgres, open_store
+from .store.base import Item
 from .store.lock import DataDirLock
+from .upkeep import delete_logs
 
 
 class Admin(Protocol):
@@ -178,12 +178,11 @@ class LocalAdmin:
         return self.loop.logs_properties()
 
     def delete_logs(self, event_id: str | None, feature: str | None, value: Any) -> int | None:
-        store = self.registry.store
         if event_id:
-            return delete_logs(store, self.loop_name, event_id=event_id)
+            return delete_logs(self.loop, event_id=event_id)
         if feature:
-            return delete_logs(store, self.loop_name, feature=(feature.split("."), value))
-        delete_logs(store, self.loop_name)
+            return delete_logs(self.loop, feature=(feature.split("."), value))
+        delete_logs(self.loop)
         return None
 
     def list_loops(self) -> list[dict[str, Any]]:
@@ -204,7 +203,7 @@ class LocalAdmin:
         self.registry.delete(name)
 
     def put_items(self, items: list[Item]) -> int:
-        return int(Catalogue(self.loop.store, self.loop_name).put(items).result())
+        return int(self.loop.items.put(items).result())
 
     def list_scenarios(self) -> dict[str, Any]:
         return {k: v.model_dump(mode="json") for k, v in (self.loop.wire.scenarios or {}).items()}

@@ -434,7 +434,8 @@ def items_import(file: Path, fmt: str | None, batch: int, **target: Any) -> None
 
     Example: banditloop items import --url http://127.0.0.1:8080 --loop shop items.csv
     """
-    from .items import Item, read_items
+    from .items import read_items
+    from .store.base import Item
 
     fmt = fmt or ("csv" if file.suffix.lower() == ".csv" else "jsonl")
     n = 0

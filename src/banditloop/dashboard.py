@@ -19,14 +19,11 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from . import stats
 from .evaluation.estimators import OffPolicy
 from .evaluation.jobs import EVALUATION, IMPORTANCE
 from .holdout import lift
 from .loop import iso
-from .store.sql import Conn
+from .store import SqlStore
 
 if TYPE_CHECKING:
     from .loop import Loop
@@ -97,7 +94,7 @@ class Dashboards:
             return out
 
     def _compute(self, loop: Loop, minutes: int) -> dict[str, Any]:
-        conn = loop.store.reader()
+        store = loop.store
         now = time.time()
         width = minutes * 60 / BUCKETS
         start = now - minutes * 60
@@ -107,30 +104,22 @@ class Dashboards:
         wait = loop.config.reward_wait
 
         events = [0.0] * n
-        for b, count in conn.execute(
-            "SELECT CAST(floor((ts-?)/?) AS INTEGER), count(*) FROM decisions "
-            "WHERE loop=? AND ts>=? GROUP BY 1",
-            (start, width, loop.name, start),
-        ):
+        for b, count in store.decision_buckets(loop.name, start, width).items():
             if 0 <= b < n:
                 events[b] = count * per_minute
 
         rewards, late, orphan = [0.0] * n, [0] * n, [0] * n
-        first = stats.first_seq_since(conn, "rewards", start - 600)
-        for b, count, n_orphan, n_late in conn.execute(
-            """SELECT CAST(floor((r.ts-?)/?) AS INTEGER), count(*),
-                      sum(CASE WHEN d.seq IS NULL THEN 1 ELSE 0 END),
-                      sum(CASE WHEN r.ts > d.ts + ? THEN 1 ELSE 0 END)
-               FROM rewards r LEFT JOIN decisions d ON d.loop=r.loop AND d.event_id=r.event_id
-               WHERE r.seq>=? AND r.loop=? AND r.ts>=? GROUP BY 1""",
-            (start, width, wait, first, loop.name, start),
-        ):
-            if 0 <= b < n:
-                rewards[b], orphan[b], late[b] = count * per_minute, n_orphan, n_late
+        for c in store.reward_buckets(loop.name, wait, start, width):
+            if 0 <= c.bucket < n:
+                rewards[c.bucket], orphan[c.bucket], late[c.bucket] = (
+                    c.total * per_minute,
+                    c.orphan,
+                    c.late,
+                )
 
-        sample = self._sample(conn, loop, start, n, width, now, wait)
-        trainer = stats.trainer_state(conn, loop.name, now)
-        saved = stats.models(conn, loop.name)
+        sample = self._sample(loop, start, n, width, now, wait)
+        trainer = store.trainer_state(loop.name, now)
+        saved = store.saved_models(loop.name)
         learned = max(loop.trainer.events_learned, saved[0].events_learned if saved else 0)
         version = saved[0].number if saved else 0
         history = self._history.setdefault(loop.name, collections.deque(maxlen=HISTORY))
@@ -178,8 +167,8 @@ class Dashboards:
                 for m in saved
             ],
             "holdout": _holdout(loop),
-            "evaluations": _evaluations(conn, loop.name),
-            "featureImportances": _importances(conn, loop.name),
+            "evaluations": _evaluations(store, loop.name),
+            "featureImportances": _importances(store, loop.name),
             "configuration": loop.wire.model_dump(mode="json"),
             "policy": loop.policy_contract(),
             "learningMode": loop.config.learning_mode,
@@ -188,7 +177,6 @@ class Dashboards:
 
     def _sample(
         self,
-        conn: Conn,
         loop: Loop,
         start: float,
         n: int,
@@ -201,43 +189,33 @@ class Dashboards:
         slots_n, explored, entropy = [0] * n, [0] * n, [0.0] * n
         appr, imitated = [0] * n, [0] * n
         sums = {p: [_sums() for _ in range(n)] for p in POLICIES}
-        rows = conn.execute(
-            """SELECT ts, slots, mode, multislot, outcome, EXISTS (SELECT 1 FROM rewards r
-                 WHERE r.loop=d.loop AND r.event_id=d.event_id AND r.ts <= d.ts + ?)
-               FROM decisions d WHERE loop=? AND ts>=? ORDER BY ts DESC LIMIT ?""",
-            (wait, loop.name, start, self.max_events),
-        )
-        for ts, slots_text, mode, multislot, outcome_text, got_reward in rows:
-            b = int((ts - start) / width)
+        for d in loop.store.sample_decisions(loop.name, start, wait, self.max_events):
+            b = int((d.ts - start) / width)
             if not 0 <= b < n:
                 continue
-            if ts + wait <= now:
+            if d.ts + wait <= now:
                 closed[b] += 1
-                rewarded[b] += got_reward
-            slots = orjson.loads(slots_text)
-            for slot in slots:
-                pmf, chosen = slot["p"], slot["c"]
+                rewarded[b] += d.rewarded
+            for slot in d.slots:
+                pmf, chosen = slot.pmf, slot.chosen
                 if not pmf or chosen < 0:
                     continue
                 slots_n[b] += 1
                 explored[b] += pmf[chosen] < max(pmf) - 1e-9
                 entropy[b] += _entropy(pmf)
-                if mode == "Apprentice":
+                if d.mode == "Apprentice":
                     appr[b] += 1
-                    imitated[b] += chosen == slot["b"]
-            if multislot or outcome_text is None:
+                    imitated[b] += chosen == slot.baseline
+            if d.multislot or d.outcome is None or not d.outcome.get("r"):
                 continue
-            outcome = orjson.loads(outcome_text)
-            if not outcome.get("r"):
-                continue
-            slot, r = slots[0], float(outcome["r"][0])
-            shown = slot["s"]
-            p_log = 1.0 if mode in ("Apprentice", "LoggingOnly") else slot["p"][shown]
+            first, r = d.slots[0], float(d.outcome["r"][0])
+            shown = first.shown
+            p_log = 1.0 if d.mode in ("Apprentice", "LoggingOnly") else first.pmf[shown]
             if p_log <= 0:
                 continue
             _add(sums["online"][b], p_log, r, p_log)
-            _add(sums["baseline"][b], p_log, r, float(shown == slot["b"]))
-            _add(sums["random"][b], p_log, r, 1.0 / len(slot["a"]))
+            _add(sums["baseline"][b], p_log, r, float(shown == first.baseline))
+            _add(sums["random"][b], p_log, r, 1.0 / len(first.actions))
 
         def ratio(num: list[int] | list[float], den: list[int]) -> list[float | None]:
             return [x / d if d else None for x, d in zip(num, den, strict=True)]
@@ -282,17 +260,13 @@ def _holdout(loop: Loop, days: int = 7) -> dict[str, Any] | None:
     if not loop.wire.holdoutPercentage:
         return None
     now = time.time()
-    return lift(loop.store.iter_events(loop.name, now - days * 86400, now))
+    return lift(loop.logged(now - days * 86400, now))
 
 
-def _evaluations(conn: Conn, loop: str, limit: int = 3) -> list[dict[str, Any]]:
+def _evaluations(store: SqlStore, loop: str, limit: int = 3) -> list[dict[str, Any]]:
     out = []
-    for job_id, created, status, request, result in conn.execute(
-        """SELECT id, created, status, request, result FROM jobs
-           WHERE loop=? AND kind=? ORDER BY created DESC LIMIT ?""",
-        (loop, EVALUATION, limit),
-    ):
-        req, res = orjson.loads(request), orjson.loads(result) if result else {}
+    for job in store.recent_jobs(loop, EVALUATION, limit):
+        req, res = job.request, job.result or {}
         policies = []
         for p in res.get("policies", []):
             summary = p.get("summary", {})
@@ -310,10 +284,10 @@ def _evaluations(conn: Conn, loop: str, limit: int = 3) -> list[dict[str, Any]]:
             )
         out.append(
             {
-                "id": job_id,
+                "id": job.id,
                 "name": req.get("name"),
-                "created": iso(created),
-                "status": status,
+                "created": iso(job.created),
+                "status": job.status,
                 "optimalPolicy": res.get("optimalPolicy"),
                 "error": res.get("error"),
                 "policies": policies,
@@ -322,20 +296,16 @@ def _evaluations(conn: Conn, loop: str, limit: int = 3) -> list[dict[str, Any]]:
     return out
 
 
-def _importances(conn: Conn, loop: str, limit: int = 3) -> list[dict[str, Any]]:
+def _importances(store: SqlStore, loop: str, limit: int = 3) -> list[dict[str, Any]]:
     out = []
-    for job_id, created, status, request, result in conn.execute(
-        """SELECT id, created, status, request, result FROM jobs
-           WHERE loop=? AND kind=? ORDER BY created DESC LIMIT ?""",
-        (loop, IMPORTANCE, limit),
-    ):
-        req, res = orjson.loads(request), orjson.loads(result) if result else {}
+    for job in store.recent_jobs(loop, IMPORTANCE, limit):
+        req, res = job.request, job.result or {}
         out.append(
             {
-                "id": job_id,
+                "id": job.id,
                 "name": req.get("name"),
-                "created": iso(created),
-                "status": status,
+                "created": iso(job.created),
+                "status": job.status,
                 "error": res.get("error"),
                 "featureScores": res.get("featureScores", [])[:20],
             }

@@ -1,8 +1,7 @@
 """Extension: a loop's item catalogue, so that clients need not send item features.
 
 Items are ``(id, features, available)``; features follow the Rank rules and are
-stored cleaned.  Writes go through the store's writer; reads use the store's
-per-thread reader connection.
+stored cleaned (store/items.py keeps them).
 """
 
 from __future__ import annotations
@@ -12,28 +11,17 @@ import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from .errors import BadRequest
 from .featurize import check_text, clean_features
-from .store.base import Store
-from .store.sql import Conn, chunks, marks
+from .store import SqlStore
+from .store.base import Item
 
 MAX_ID = 256
 MAX_ITEMS_PER_CALL = 10_000
-
-
-@dataclass(frozen=True)
-class Item:
-    id: str
-    features: list[dict[str, Any]] = field(default_factory=list)
-    available: bool = True
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "features": self.features, "available": self.available}
 
 
 def check_item(item_id: str, features: Iterable[Any] | None, available: bool = True) -> Item:
@@ -47,91 +35,39 @@ def check_item(item_id: str, features: Iterable[Any] | None, available: bool = T
 class Catalogue:
     """The items of one loop."""
 
-    def __init__(self, store: Store, loop: str) -> None:
+    def __init__(self, store: SqlStore, loop: str) -> None:
         self.store = store
         self.loop = loop
-
-    def reader(self) -> Conn:
-        return self.store.reader()
 
     def put(self, items: Sequence[Item]) -> Future[int]:
         """Insert or replace items (the last one wins for a repeated id)."""
         if len(items) > MAX_ITEMS_PER_CALL:
             raise BadRequest(f"At most {MAX_ITEMS_PER_CALL} items per call.")
-        now = time.time()
-        rows = [
-            (self.loop, it.id, orjson.dumps(it.features).decode(), int(it.available), now)
-            for it in items
-        ]
-
-        def job(conn: Conn) -> int:
-            conn.executemany(
-                "INSERT INTO items (loop, id, features, available, updated) VALUES (?,?,?,?,?) "
-                "ON CONFLICT (loop, id) DO UPDATE SET features=excluded.features, "
-                "available=excluded.available, updated=excluded.updated",
-                rows,
-            )
-            return len(rows)
-
-        return self.store.submit(job)
+        return self.store.put_items(self.loop, items, time.time())
 
     def get(self, item_id: str) -> Item | None:
         return self.get_many([item_id]).get(item_id)
 
     def get_many(self, ids: Sequence[str]) -> dict[str, Item]:
-        if not ids:
-            return {}
-        found: dict[str, Item] = {}
-        for part in chunks(list(ids)):
-            for i, f, a in self.reader().execute(
-                f"SELECT id, features, available FROM items WHERE loop=? AND id IN "
-                f"({marks(len(part))})",
-                (self.loop, *part),
-            ):
-                found[i] = Item(i, orjson.loads(f), bool(a))
-        return found
+        return self.store.get_items(self.loop, list(ids)) if ids else {}
 
     def first(self, limit: int) -> list[Item]:
         """Available items, most recently updated first: the last-resort fallback."""
-        rows = self.reader().execute(
-            "SELECT id, features FROM items WHERE loop=? AND available=1 "
-            "ORDER BY updated DESC, id LIMIT ?",
-            (self.loop, limit),
-        )
-        return [Item(i, orjson.loads(f)) for i, f in rows]
+        return self.store.first_items(self.loop, limit)
 
     def all(self) -> list[Item]:
         """Every item, for the built-in content model (recommendations/models.py)."""
-        rows = (
-            self.reader()
-            .execute(
-                "SELECT id, features, available FROM items WHERE loop=? ORDER BY id", (self.loop,)
-            )
-            .fetchall()
-        )
-        return [Item(i, orjson.loads(f), bool(a)) for i, f, a in rows]
+        return self.store.all_items(self.loop)
 
     def version(self) -> tuple[int, float]:
         """(count, last update): changes whenever an item is added, replaced or removed."""
-        row = (
-            self.reader()
-            .execute(
-                "SELECT count(*), coalesce(max(updated), 0) FROM items WHERE loop=?", (self.loop,)
-            )
-            .fetchone()
-        )
-        return int(row[0]), float(row[1])
+        return self.store.items_version(self.loop)
 
     def count(self) -> int:
-        row = self.reader().execute("SELECT count(*) FROM items WHERE loop=?", (self.loop,))
-        return int(row.fetchone()[0])
+        return self.version()[0]
 
     def delete(self, item_id: str) -> Future[int]:
-        def job(conn: Conn) -> int:
-            cur = conn.execute("DELETE FROM items WHERE loop=? AND id=?", (self.loop, item_id))
-            return int(cur.rowcount)
-
-        return self.store.submit(job)
+        return self.store.delete_item(self.loop, item_id)
 
 
 _TRUE = {"1", "true", "yes", "y", "t"}

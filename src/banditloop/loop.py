@@ -26,12 +26,15 @@ from . import dsjson, vwcheck
 from .config import LoopConfig, ServiceConfiguration, Settings, describe
 from .errors import BadRequest, Conflict
 from .featurize import FeatureLimits, check_text
+from .items import Catalogue
 from .join import IMPORTED
 from .policy import Policy, check_arguments, with_epsilon
 from .ranking import plan, plan_multislot, ranking
+from .recommendations.events import EventLog
 from .recovery import load_policy
 from .sampling import sample_index, seed_for
-from .store.base import Decision, LoopRecord, ModelRecord, SlotChoice, Store
+from .store import SqlStore
+from .store.base import Decision, LoggedEvent, LoopRecord, ModelRecord, SlotChoice
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -92,9 +95,11 @@ def iso(ts: float | None) -> str | None:
 class Loop:
     """A named loop; create with :meth:`open`, release with :meth:`close`."""
 
-    def __init__(self, store: Store, settings: Settings, record: LoopRecord) -> None:
+    def __init__(self, store: SqlStore, settings: Settings, record: LoopRecord) -> None:
         self.name = record.name
         self.store = store
+        self.items = Catalogue(store, self.name)  # the catalogue (items.py)
+        self.tracked = EventLog(store, self.name)  # tracked user events (recommendations)
         self.settings = settings
         self.record = record
         self.wire = ServiceConfiguration.model_validate(record.config)
@@ -116,7 +121,9 @@ class Loop:
         self.counters: Counter[str] = Counter()  # re-ranking events (rerank.py), since start
 
     @classmethod
-    def open(cls, store: Store, settings: Settings, record: LoopRecord, train: bool = True) -> Loop:
+    def open(
+        cls, store: SqlStore, settings: Settings, record: LoopRecord, train: bool = True
+    ) -> Loop:
         """Open a loop; with ``train`` this process trains it (or, with PostgreSQL, is a
         candidate), first forgetting the marks of a trainer that died before saving them."""
         loop = cls(store, settings, record)
@@ -449,9 +456,14 @@ class Loop:
         rng = self.store.log_range(self.name)
         return {"dateRange": {"from": iso(rng.first), "to": iso(rng.last)}}
 
+    def logged(self, start: float, end: float) -> Iterator[LoggedEvent]:
+        """The decisions ranked in [start, end) that have been joined, with what arrived
+        for them, in rank order."""
+        return self.store.iter_events(self.name, start, end)
+
     def export(self, start: float, end: float) -> Iterator[bytes]:
         """DSJSON lines of the decisions ranked in [start, end) that have been joined."""
-        for ev in self.store.iter_events(self.name, start, end):
+        for ev in self.logged(start, end):
             yield dsjson.dumps(dsjson.line(ev))
 
     def import_lines(self, lines: Iterable[bytes], learn: bool = True) -> int:

@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -34,7 +35,9 @@ from prometheus_client import multiprocess as prom_multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import __version__, stats
+from . import __version__
+from .store import SqlStore
+from .store.stats import BACKLOG_CAP
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -73,6 +76,8 @@ LATENCY = Histogram(
     registry=REQUEST_REGISTRY,
 )
 FLUSH_SECONDS = 1.0
+REWARD_KINDS = ("joined", "late", "orphan")
+CHUNK = 200_000  # rows counted per scrape when catching up with a large log
 
 
 class RequestMetrics:
@@ -143,13 +148,41 @@ def prepare_multiprocess() -> str:
     return path
 
 
+@dataclass
+class RunningCounts:
+    """Totals of events logged and rewards by kind, kept up to date incrementally.
+
+    Both tables only grow at the end (``seq``), so each update reads only the rows
+    added since the last one; the totals are of the whole log, so every worker
+    process reports the same values."""
+
+    events: dict[str, int] = field(default_factory=dict)
+    rewards: dict[tuple[str, str], int] = field(default_factory=dict)
+    decisions_seen: int = 0
+    rewards_seen: int = 0
+
+    def update(self, store: SqlStore, waits: dict[str, float]) -> None:
+        upto = min(store.last_seq("decisions"), self.decisions_seen + CHUNK)
+        for loop, n in store.decisions_per_loop(self.decisions_seen, upto).items():
+            self.events[loop] = self.events.get(loop, 0) + n
+        self.decisions_seen = upto
+
+        upto = min(store.last_seq("rewards"), self.rewards_seen + CHUNK)
+        for loop, wait in waits.items():
+            c = store.reward_counts(loop, wait, self.rewards_seen, upto)
+            joined = c.total - c.orphan - c.late
+            for kind, n in (("joined", joined), ("late", c.late), ("orphan", c.orphan)):
+                self.rewards[(loop, kind)] = self.rewards.get((loop, kind), 0) + n
+        self.rewards_seen = upto
+
+
 class StoreCollector(Collector):
     """Metrics read from the store at scrape time (cached for ``ttl`` seconds)."""
 
     def __init__(self, registry: Registry, ttl: float = 1.0) -> None:
         self.registry = registry
         self.ttl = ttl
-        self.counts = stats.RunningCounts()
+        self.counts = RunningCounts()
         self._lock = threading.Lock()
         self._cached: tuple[float, list[Metric]] = (0.0, [])
 
@@ -163,11 +196,11 @@ class StoreCollector(Collector):
 
     def _read(self) -> list[Metric]:
         reg = self.registry
-        conn = reg.store.reader()
+        store = reg.store
         now = time.time()
         loops = list(reg.loops.values())
         waits = {loop.name: loop.config.reward_wait for loop in loops}
-        self.counts.update(conn, waits)
+        self.counts.update(store, waits)
 
         info = GaugeMetricFamily(
             "banditloop_build_info", "Version of banditloop.", labels=["version"]
@@ -179,7 +212,7 @@ class StoreCollector(Collector):
             "banditloop_store_size_bytes",
             "Size of the store on disk (SQLite: database and WAL; PostgreSQL: the database).",
         )
-        size.add_metric([], reg.store.size_bytes())
+        size.add_metric([], store.size_bytes())
         logged = CounterMetricFamily(
             "banditloop_events_logged", "Decisions (Rank calls) logged.", labels=["loop"]
         )
@@ -200,7 +233,7 @@ class StoreCollector(Collector):
         backlog = GaugeMetricFamily(
             "banditloop_trainer_backlog_events",
             f"Events whose reward window has closed, not yet learned (counted up to "
-            f"{stats.BACKLOG_CAP}).",
+            f"{BACKLOG_CAP}).",
             labels=["loop"],
         )
         version = GaugeMetricFamily(
@@ -214,10 +247,10 @@ class StoreCollector(Collector):
         for loop in loops:
             name = loop.name
             logged.add_metric([name], self.counts.events.get(name, 0))
-            for kind in stats.REWARD_KINDS:
+            for kind in REWARD_KINDS:
                 rewards.add_metric([name, kind], self.counts.rewards.get((name, kind), 0))
-            trainer = stats.trainer_state(conn, name, now)
-            model = stats.latest_model(conn, name)
+            trainer = store.trainer_state(name, now)
+            model = next(iter(store.saved_models(name, 1)), None)
             learned.add_metric(
                 [name], max(loop.trainer.events_learned, model.events_learned if model else 0)
             )

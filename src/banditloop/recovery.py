@@ -19,12 +19,13 @@ from pathlib import Path
 
 from .config import Settings
 from .policy import Policy
-from .store.base import ModelRecord, Store
+from .store import SqlStore
+from .store.base import ModelRecord
 
 log = logging.getLogger(__name__)
 
 
-def _quarantine(store: Store, data_dir: Path, bad: list[ModelRecord]) -> None:
+def _quarantine(store: SqlStore, data_dir: Path, bad: list[ModelRecord]) -> None:
     folder = data_dir / "quarantine"
     for rec in bad:
         try:
@@ -37,7 +38,7 @@ def _quarantine(store: Store, data_dir: Path, bad: list[ModelRecord]) -> None:
 
 
 def load_policy(
-    store: Store, settings: Settings, loop: str, args: str
+    store: SqlStore, settings: Settings, loop: str, args: str
 ) -> tuple[Policy, ModelRecord | None]:
     """The loop's policy from its newest usable model, and that model's record."""
     latest = store.latest_model(loop)

@@ -22,8 +22,9 @@ from .evaluation.jobs import JobRunner
 from .evaluation.service import auto_optimize
 from .loop import Loop
 from .policy import check_arguments
-from .recommendations.events import EventLog, delete_logs
-from .store.base import LoopRecord, Store
+from .store import SqlStore
+from .store.base import LoopRecord
+from .upkeep import apply_retention
 
 log = logging.getLogger(__name__)
 DEFAULT_LOOP = "default"
@@ -42,7 +43,7 @@ def check_name(name: str) -> None:
 class Registry:
     """Owns every open Loop; all changes to the set of loops go through here."""
 
-    def __init__(self, store: Store, settings: Settings, train: bool = True) -> None:
+    def __init__(self, store: SqlStore, settings: Settings, train: bool = True) -> None:
         self.store = store
         self.train = train  # False for offline tools working on a data directory
         self.settings = settings
@@ -153,8 +154,7 @@ class Registry:
             loop = self.get(name)
             loop.close()
             del self.loops[name]
-            self.store.delete_loop(name).result()
-            EventLog(self.store, name).delete().result()  # tracked events (recommendations)
+            self.store.delete_loop(name).result()  # with its tracked events
 
     def close(self) -> None:
         self.runner.close()
@@ -167,15 +167,8 @@ class Registry:
     def apply_retention(self, now: float | None = None, trained_here: bool = False) -> int:
         """Delete logs older than each loop's retention (with ``trained_here``, of the
         loops this process trains: one server does it); returns how many events."""
-        now = now or time.time()
-        deleted = 0
-        for loop in list(self.loops.values()):
-            if trained_here and not loop.trainer.active:
-                continue
-            days = loop.wire.logRetentionDays
-            if days >= 0:
-                deleted += delete_logs(loop.store, loop.name, before=now - days * 86400)
-        return deleted
+        loops = [lp for lp in list(self.loops.values()) if lp.trainer.active or not trained_here]
+        return apply_retention(loops, now or time.time())
 
     def _retain(self) -> None:
         delay = min(60.0, self.settings.retention_check_seconds)  # first run soon after start

@@ -92,7 +92,6 @@ class Reranker:
         await self.http.aclose()
 
     async def rank(self, loop: Loop, req: RerankRequest) -> bytes:
-        catalogue = Catalogue(loop.store, loop.name)
         excluded = req.excluded
         if req.params is None:
             if not req.actions:
@@ -115,7 +114,7 @@ class Reranker:
         return await loop.rank(
             RankInput(
                 context_features=req.context_features,
-                actions=with_upstream(candidates, catalogue),
+                actions=with_upstream(candidates, loop.items),
                 excluded=excluded,
                 event_id=req.event_id,
                 defer_activation=req.defer_activation,
@@ -131,7 +130,7 @@ class Reranker:
         params: dict[str, Param],
         excluded: list[str] | None,
     ) -> tuple[list[Candidate], str]:
-        catalogue = Catalogue(loop.store, loop.name)
+        catalogue = loop.items
         skip = set(excluded or ())
         try:
             loop.counters["recommender_calls"] += 1
@@ -172,9 +171,7 @@ class Reranker:
             if cached is not None and cached[0] > now and cached[1] == fb:
                 ids = cached[2]
             else:
-                ids = await asyncio.to_thread(
-                    top_rewarded, Catalogue(loop.store, loop.name), fb, max(limit, 50)
-                )
+                ids = await asyncio.to_thread(top_rewarded, loop, fb, max(limit, 50))
                 self._top[loop] = (now + fb.cacheSeconds, fb, ids)
         return [*ids[:limit], *(i for i in fb.items if i not in ids)]
 
@@ -188,27 +185,8 @@ def _usable(
     return [c for c in wanted if c.id not in found or found[c.id].available][:top_k]
 
 
-#: The shown item and its reward, read from the logged JSON in each store's dialect.
-_SHOWN_AND_REWARD = {
-    "sqlite": "json_extract(action_ids, '$[' || json_extract(slots, '$[0].s') || ']') AS item, "
-    "json_extract(outcome, '$.r[0]') AS r",
-    "postgresql": "action_ids::json ->> ((slots::json -> 0 ->> 's')::int) AS item, "
-    "(outcome::json -> 'r' ->> 0)::float8 AS r",
-}
-
-
-def top_rewarded(catalogue: Catalogue, fb: FallbackConfig, limit: int) -> list[str]:
+def top_rewarded(loop: Loop, fb: FallbackConfig, limit: int) -> list[str]:
     """The loop's items with the most reward (total or mean) among its learned
     single-slot events of the last ``windowHours``."""
     since = time.time() - fb.windowHours * 3600
-    order = "sum(r) DESC" if fb.by == "total" else "avg(r) DESC"
-    rows = catalogue.reader().execute(
-        f"""SELECT item, sum(r), count(*) FROM (
-              SELECT {_SHOWN_AND_REWARD[catalogue.store.dialect]}
-              FROM decisions
-              WHERE loop=? AND ts>=? AND multislot=0 AND outcome IS NOT NULL) AS shown
-            WHERE item IS NOT NULL AND r IS NOT NULL
-            GROUP BY item HAVING count(*) >= ? ORDER BY {order}, count(*) DESC, item LIMIT ?""",
-        (catalogue.loop, since, fb.minEvents, limit),
-    )
-    return [str(item) for item, _, _ in rows]
+    return loop.store.top_rewarded(loop.name, since, fb.by, fb.minEvents, limit)

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from .config import LoopConfig
 from .join import outcome, training_example
 from .policy import Policy
-from .store.base import ModelRecord, Store
+from .store import SqlStore
+from .store.base import ModelRecord
 
 log = logging.getLogger(__name__)
 ELECTION_RETRY = 1.0  # seconds between attempts to take over a loop another process trains
@@ -46,7 +47,7 @@ class Trainer:
     def __init__(
         self,
         loop: str,
-        store: Store,
+        store: SqlStore,
         policy: Callable[[], Policy],
         load: Callable[[ModelRecord | None], None],
         config: Callable[[], LoopConfig],

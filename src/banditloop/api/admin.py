@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from ..config import ServiceConfiguration
 from ..errors import BadRequest
-from ..recommendations import events as tracked
+from ..upkeep import delete_logs as forget_logs
 from .deps import AdminLoop
 from .schemas import ERROR_RESPONSES
 
@@ -74,7 +74,7 @@ async def holdout_lift(loop: AdminLoop) -> dict[str, Any]:
     difference with a 95% Welch interval, overall and per UTC day (docs/holdout.md)."""
     from ..holdout import lift
 
-    return await run_in_threadpool(lambda: lift(loop.store.iter_events(loop.name, 0, 1e18)))
+    return await run_in_threadpool(lambda: lift(loop.logged(0, 1e18)))
 
 
 @router.get("/configurations/policy", response_model=PolicyContract, tags=["admin"])
@@ -173,7 +173,7 @@ async def logs_properties(loop: AdminLoop) -> dict[str, Any]:
 @router.delete("/logs", status_code=204, tags=["admin"])
 async def delete_logs(loop: AdminLoop) -> Response:
     """Delete every logged decision, reward, activation and tracked event of the loop."""
-    await run_in_threadpool(tracked.delete_logs, loop.store, loop.name)
+    await run_in_threadpool(forget_logs, loop)
     return Response(status_code=204)
 
 
@@ -182,9 +182,7 @@ async def delete_event(
     eventId: Annotated[str, Path(max_length=256)], loop: AdminLoop
 ) -> dict[str, int]:
     """Extension: delete what was logged for one event ID."""
-    n = await run_in_threadpool(
-        lambda: loop.store.delete_logs(loop.name, event_id=eventId).result()
-    )
+    n = await run_in_threadpool(lambda: forget_logs(loop, event_id=eventId))
     return {"deleted": n}
 
 
@@ -196,9 +194,7 @@ async def forget(request: Annotated[ForgetRequest, Body()], loop: AdminLoop) -> 
     path = request.feature if isinstance(request.feature, list) else request.feature.split(".")
     if not path or not all(path):
         raise BadRequest('feature must name a context feature, e.g. "user.id".')
-    n = await run_in_threadpool(
-        lambda: tracked.delete_logs(loop.store, loop.name, feature=(path, request.value))
-    )
+    n = await run_in_threadpool(lambda: forget_logs(loop, feature=(path, request.value)))
     return {"deleted": n}
 
 

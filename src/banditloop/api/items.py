@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from ..errors import NotFound
-from ..items import MAX_ITEMS_PER_CALL, Catalogue, check_item
+from ..items import MAX_ITEMS_PER_CALL, check_item
 from .deps import AdminLoop
 from .schemas import ERROR_RESPONSES
 
@@ -40,15 +40,14 @@ async def put_items(
 ) -> dict[str, int]:
     """Extension: insert or replace catalogue items, `[{"id", "features", "available"?}]`."""
     checked = [check_item(it.id, it.features, it.available) for it in items]
-    catalogue = Catalogue(loop.store, loop.name)
-    n = await run_in_threadpool(lambda: catalogue.put(checked).result())
+    n = await run_in_threadpool(lambda: loop.items.put(checked).result())
     return {"upserted": n}
 
 
 @router.get("/items/{itemId}", response_model=ItemOut)
 async def get_item(itemId: ItemId, loop: AdminLoop) -> dict[str, Any]:
     """Extension: one catalogue item."""
-    item = Catalogue(loop.store, loop.name).get(itemId)
+    item = loop.items.get(itemId)
     if item is None:
         raise NotFound(f"Item {itemId} does not exist.")
     return item.to_json()
@@ -57,8 +56,7 @@ async def get_item(itemId: ItemId, loop: AdminLoop) -> dict[str, Any]:
 @router.delete("/items/{itemId}", status_code=204)
 async def delete_item(itemId: ItemId, loop: AdminLoop) -> Response:
     """Extension: remove an item from the catalogue."""
-    catalogue = Catalogue(loop.store, loop.name)
-    if not await run_in_threadpool(lambda: catalogue.delete(itemId).result()):
+    if not await run_in_threadpool(lambda: loop.items.delete(itemId).result()):
         raise NotFound(f"Item {itemId} does not exist.")
     return Response(status_code=204)
 

@@ -16,7 +16,6 @@ from ..errors import BadRequest, NotFound
 from ..featurize import check_text
 from ..loop import Loop, body_hash, check_event_id
 from ..recommendations.config import EVENT_TYPE, ScenarioConfig
-from ..recommendations.events import EventLog
 from ..recommendations.service import Ask, Incoming, Recommendations, edit_scenario
 from ..recommendations.service import track as track_events
 from ..recommender import Param
@@ -127,7 +126,7 @@ async def tracking_status(loop: AdminLoop, request: Request) -> dict[str, Any]:
     """Extension: this process's built-in models (high-water mark `seq`, events applied,
     catalogue items) and the tracked events stored."""
     models = await run_in_threadpool(_recommendations(request).models.get, loop)
-    stored = await run_in_threadpool(EventLog(loop.store, loop.name).count)
+    stored = await run_in_threadpool(loop.tracked.count)
     return {**models.status(), "stored": stored}
 
 

@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable, Sequence
 
 from ..errors import BanditloopError
-from ..items import Catalogue
 from ..loop import Loop
+from ..store.base import TrackedEvent
 from .config import TrackingConfig
-from .events import PAGE, EventLog, TrackedEvent
+from .events import PAGE
 from .models import Content, CoOccurrence, Popularity, Scored
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def catch_up(models: ModelSet, loop: Loop, pages: int = 1_000_000) -> ModelSet:
     """Apply the tracked events after the models' mark and reload a changed catalogue;
     returns the models to use from now on (new ones when they had to be rebuilt)."""
     config = tracking_of(loop)
-    events = EventLog(loop.store, loop.name)
+    events = loop.tracked
     generation, batch = events.read_since(models.seq, PAGE)
     if generation != models.generation or config != models.config:
         fresh = ModelSet(config)
@@ -99,7 +99,7 @@ def catch_up(models: ModelSet, loop: Loop, pages: int = 1_000_000) -> ModelSet:
         if len(batch) < PAGE:
             break
         _, batch = events.read_since(models.seq, PAGE)
-    catalogue = Catalogue(loop.store, loop.name)
+    catalogue = loop.items
     version = catalogue.version()
     if version != models.catalogue:
         content = Content(catalogue.all())

@@ -19,7 +19,7 @@ from collections import OrderedDict, defaultdict, deque
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from ..items import Item
+from ..store.base import Item
 
 DAY = 86400.0
 MAX_EXPONENT = 500.0  # rescale stored popularity scores before 2**x overflows

@@ -14,11 +14,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..items import Catalogue, Item
+from ..items import Catalogue
 from ..recommender import Candidate, Param
+from ..store.base import Item, TrackedEvent
 from .builder import ModelSet
 from .config import FilterConfig, ScenarioConfig, SourceConfig
-from .events import TrackedEvent
 from .models import Scored, tokens
 
 HISTORY_EVENTS = 200  # a user's newest events read for filters and seeds

@@ -19,13 +19,13 @@ from typing import Any
 import orjson
 
 from ..errors import BadRequest, NotFound, RecommenderFailure
-from ..items import Catalogue
 from ..loop import Loop, RankInput
 from ..recommender import Param, fetch
 from ..rerank import Reranker, with_upstream
+from ..store.base import TrackedEvent
 from .builder import Models, tracking_of
 from .config import ScenarioConfig, check_scenario_name
-from .events import EventLog, TrackedEvent, actor_hash
+from .events import actor_hash
 from .models import Scored
 from .scenario import HISTORY_EVENTS, Gatherer, Visit, taste
 
@@ -81,7 +81,7 @@ async def track(loop: Loop, incoming: list[Incoming]) -> dict[str, int]:
         )
         for e in incoming
     ]
-    await asyncio.wrap_future(EventLog(loop.store, loop.name).append(events, now))
+    await asyncio.wrap_future(loop.tracked.append(events, now))
     rewards = tracking_of(loop).rewards
     rewarded = 0
     for e in events:
@@ -135,9 +135,9 @@ class Recommendations:
         if scenario is None:
             raise NotFound(f"Scenario {ask.scenario} does not exist.")
         models = await asyncio.to_thread(self.models.get, loop)
-        catalogue = Catalogue(loop.store, loop.name)
+        catalogue = loop.items
         actor = _actor(loop, ask.user, ask.session)
-        events = EventLog(loop.store, loop.name)
+        events = loop.tracked
         history = await asyncio.to_thread(events.recent, actor, HISTORY_EVENTS) if actor else []
         known = {"userId": ask.user, "sessionId": ask.session, "itemId": ask.item}
         params = {k: v for k, v in known.items() if v is not None} | (ask.params or {})

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .base import ClosedEvent, Decision, LoggedEvent, LoopRecord, ModelRecord, Store
+from .base import ClosedEvent, Decision, LoggedEvent, LoopRecord, ModelRecord
 from .sql import SqlStore
 from .sqlite import SqliteStore
 
@@ -53,7 +53,6 @@ __all__ = [
     "ModelRecord",
     "SqlStore",
     "SqliteStore",
-    "Store",
     "is_postgres",
     "open_store",
     "read_events",

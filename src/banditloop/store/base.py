@@ -1,4 +1,4 @@
-"""What a store keeps and the interface every store offers.
+"""What a store keeps: the records its queries take and return.
 
 The store is the only state shared between rank workers and the trainer.
 Writes return futures that complete only once the write is durable, so the
@@ -7,11 +7,8 @@ API can acknowledge a Rank or Reward only after it is safe.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -121,22 +118,28 @@ class JobRecord:
 
 
 @dataclass(frozen=True)
-class ModelRecord:
-    """A saved model. ``covers`` is the highest trainer mark it accounts for: events
-    marked with it or lower are in it (or were discarded by a reset or import).
-    ``number`` is given by the store, in order of saving.  ``born`` is when this
-    model's lineage started (first save, import or reset); ``created`` is when this
-    checkpoint was written.
+class ModelInfo:
+    """A saved model, without its bytes. ``covers`` is the highest trainer mark it
+    accounts for: events marked with it or lower are in it (or were discarded by a
+    reset or import). ``number`` is given by the store, in order of saving.  ``born``
+    is when this model's lineage started (first save, import or reset); ``created`` is
+    when this checkpoint was written.
     """
 
     loop: str
     number: int
     created: float
-    blob: bytes
     policy: str
     events_learned: int
     born: float
     covers: int = 0
+
+
+@dataclass(frozen=True)
+class ModelRecord(ModelInfo):
+    """A saved model with its bytes (a VW model file)."""
+
+    blob: bytes = field(kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -157,90 +160,56 @@ class LogRange:
     last: float | None
 
 
-class Store(Protocol):
-    """The operations the service needs (sql.SqlStore: SQLite and PostgreSQL).
+@dataclass(frozen=True)
+class Item:
+    """A catalogue item: features as Rank takes them (cleaned), and whether it may be ranked."""
 
-    ``submit`` and ``reader`` hand out connections for SQL written as in sql.py,
-    which runs on both."""
+    id: str
+    features: list[dict[str, Any]] = field(default_factory=list)
+    available: bool = True
 
-    location: str
-    dialect: str
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "features": self.features, "available": self.available}
 
-    def reader(self) -> Any: ...
 
-    def size_bytes(self) -> int: ...
+@dataclass(frozen=True)
+class TrackedEvent:
+    """One tracked user event as stored; ``user`` and ``session`` are already hashed."""
 
-    def snapshot(self) -> AbstractContextManager[Any]: ...
+    type: str
+    item: str
+    user: str | None
+    session: str | None
+    ts: float
+    value: float | None = None
+    event_id: str | None = None
+    seq: int = 0
 
-    def lead(self, loop: str) -> bool: ...
 
-    def older_models(self, loop: str, below: int) -> list[ModelRecord]: ...
+@dataclass(frozen=True)
+class TrainerState:
+    lag: float  # seconds the oldest closed, unlearned event has waited
+    backlog: int  # closed, unlearned events (up to stats.BACKLOG_CAP)
 
-    def delete_models(self, loop: str, numbers: list[int]) -> Future[None]: ...
 
-    def iter_events(
-        self, loop: str, start: float, end: float, processed_only: bool = True
-    ) -> Iterator[LoggedEvent]: ...
+@dataclass(frozen=True)
+class RewardCounts:
+    """Rewards received: ``total``, of which ``orphan`` (no such event) and ``late``
+    (after the event's reward wait); ``bucket`` numbers a time window."""
 
-    def put_job(self, loop: str, kind: str, job: JobRecord) -> Future[bool]: ...
+    bucket: int
+    total: int
+    orphan: int
+    late: int
 
-    def get_jobs(self, loop: str, kind: str, job_id: str | None = None) -> list[JobRecord]: ...
 
-    def delete_job(self, loop: str, kind: str, job_id: str) -> Future[int]: ...
+@dataclass(frozen=True)
+class SampledDecision:
+    """A recent decision as the dashboard samples it."""
 
-    def submit(self, job: Callable[[Any], Any]) -> Future[Any]: ...
-
-    def append_decision(self, d: Decision) -> Future[Decision | None]: ...
-
-    def get_decision(self, loop: str, event_id: str) -> Decision | None: ...
-
-    def append_rewards(
-        self,
-        loop: str,
-        event_id: str,
-        rewards: list[tuple[str | None, float]],
-        ts: float,
-        early_close: bool,
-    ) -> Future[None]: ...
-
-    def append_activation(
-        self, loop: str, event_id: str, ts: float, early_close: bool
-    ) -> Future[None]: ...
-
-    def closed_events(self, loop: str, now: float, limit: int) -> list[ClosedEvent]: ...
-
-    def mark_learned(self, loop: str, outcomes: list[Outcome], mark: int) -> Future[None]: ...
-
-    def apprentice_events(self, loop: str, since: float) -> list[tuple[float, dict[str, Any]]]: ...
-
-    def save_model(
-        self, model: ModelRecord, covers: int | None, keep: int = 3, after: int | None = None
-    ) -> Future[ModelRecord | None]: ...
-
-    def latest_model(self, loop: str) -> ModelRecord | None: ...
-
-    def model_number(self, loop: str) -> int: ...
-
-    def forget_unsaved(self, loop: str, covers: int) -> Future[int]: ...
-
-    def get_loop(self, name: str) -> LoopRecord | None: ...
-
-    def list_loops(self) -> list[LoopRecord]: ...
-
-    def put_loop(self, rec: LoopRecord) -> Future[None]: ...
-
-    def delete_loop(self, name: str) -> Future[None]: ...
-
-    def log_range(self, loop: str) -> LogRange: ...
-
-    def delete_logs(
-        self,
-        loop: str,
-        before: float | None = None,
-        event_id: str | None = None,
-        feature: tuple[list[str], Any] | None = None,
-    ) -> Future[int]: ...
-
-    def reschedule(self, loop: str, old_wait: float, new_wait: float) -> Future[None]: ...
-
-    def close(self) -> None: ...
+    ts: float
+    slots: list[SlotChoice]
+    mode: str
+    multislot: bool
+    outcome: dict[str, Any] | None
+    rewarded: bool  # a reward came within the reward wait

@@ -1,5 +1,5 @@
-"""The embedded store: one SQLite file in WAL mode (the writer and the queries are
-shared with PostgreSQL, in sql.py).  Reads use one connection per thread; WAL lets
+"""The embedded store: one SQLite file in WAL mode (the writer, the schema and the
+queries are shared with PostgreSQL).  Reads use one connection per thread; WAL lets
 them run beside the writer."""
 
 from __future__ import annotations
@@ -8,122 +8,39 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import sqlite_utils
 
-from . import sql
 from .base import LoggedEvent, LoopRecord
+from .db import Conn
+from .events import read_events as read_log
+from .loops import read_loop as read_record
+from .schema import MIGRATIONS
+from .sql import SqlStore
 
-migrations = sqlite_utils.Migrations("banditloop")
 LOCK_WAIT_FIRST = 0.0001  # seconds: the writer's first wait for another process's write lock
 LOCK_WAIT_MOST = 0.001  # and its longest (SQLite's own busy handler sleeps up to 0.1 s)
 
 
-@migrations()
-def m001_initial(db: sqlite_utils.Database) -> None:
-    db.execute(
-        """CREATE TABLE loops (
-            name TEXT PRIMARY KEY, config TEXT NOT NULL, policy_name TEXT NOT NULL,
-            policy TEXT NOT NULL, key_hashes TEXT NOT NULL, created REAL NOT NULL)"""
-    )
-    db.execute(
-        """CREATE TABLE decisions (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            loop TEXT NOT NULL, event_id TEXT NOT NULL, ts REAL NOT NULL,
-            close_at REAL NOT NULL, deferred INTEGER NOT NULL, request_hash TEXT NOT NULL,
-            example TEXT NOT NULL, action_ids TEXT NOT NULL, slots TEXT NOT NULL,
-            mode TEXT NOT NULL, multislot INTEGER NOT NULL, response BLOB NOT NULL,
-            model_version TEXT NOT NULL, learned_in INTEGER, outcome TEXT,
-            UNIQUE (loop, event_id))"""
-    )
-    db.execute("CREATE INDEX decisions_open ON decisions (loop, close_at) WHERE learned_in IS NULL")
-    db.execute("CREATE INDEX decisions_ts ON decisions (loop, ts)")
-    db.execute(
-        """CREATE TABLE rewards (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT, loop TEXT NOT NULL,
-            event_id TEXT NOT NULL, slot TEXT, value REAL NOT NULL, ts REAL NOT NULL)"""
-    )
-    db.execute("CREATE INDEX rewards_event ON rewards (loop, event_id)")
-    db.execute(
-        """CREATE TABLE activations (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT, loop TEXT NOT NULL,
-            event_id TEXT NOT NULL, ts REAL NOT NULL)"""
-    )
-    db.execute("CREATE INDEX activations_event ON activations (loop, event_id)")
-    db.execute(
-        """CREATE TABLE models (
-            loop TEXT NOT NULL, number INTEGER NOT NULL, created REAL NOT NULL,
-            blob BLOB NOT NULL, policy TEXT NOT NULL, events_learned INTEGER NOT NULL,
-            born REAL NOT NULL, covers INTEGER NOT NULL, PRIMARY KEY (loop, number))"""
-    )
+def _applies(statements: list[str]) -> Callable[[sqlite_utils.Database], None]:
+    def apply(db: sqlite_utils.Database) -> None:
+        for statement in statements:
+            db.execute(statement)
+
+    return apply
 
 
-@migrations()
-def m002_jobs(db: sqlite_utils.Database) -> None:
-    db.execute(
-        """CREATE TABLE jobs (
-            loop TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL, created REAL NOT NULL,
-            status TEXT NOT NULL, request TEXT NOT NULL, result TEXT,
-            PRIMARY KEY (loop, kind, id))"""
-    )
-
-
-@migrations()
-def m003_items_and_sources(db: sqlite_utils.Database) -> None:
-    # Where a decision's candidates came from (re-ranking): client, recommender or
-    # fallback; NULL for a plain Rank.
-    db.execute("ALTER TABLE decisions ADD COLUMN source TEXT")
-    db.execute(
-        """CREATE TABLE items (
-            loop TEXT NOT NULL, id TEXT NOT NULL, features TEXT NOT NULL,
-            available INTEGER NOT NULL, updated REAL NOT NULL, PRIMARY KEY (loop, id))"""
-    )
-
-
-@migrations()
-def m004_holdout(db: sqlite_utils.Database) -> None:
-    # 1 for a decision served the baseline as the holdout group (docs/holdout.md).
-    db.execute("ALTER TABLE decisions ADD COLUMN holdout INTEGER NOT NULL DEFAULT 0")
-
-
-@migrations()
-def m005_tracking(db: sqlite_utils.Database) -> None:
-    # Tracked user events (docs/recommendations.md). seq is the models' high-water mark,
-    # so it must never be reused (AUTOINCREMENT); user and session ids are hashed.
-    db.execute(
-        """CREATE TABLE tracked_events (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT, loop TEXT NOT NULL, type TEXT NOT NULL,
-            item TEXT NOT NULL, user_hash TEXT, session_hash TEXT, ts REAL NOT NULL,
-            value REAL, event_id TEXT, received REAL NOT NULL)"""
-    )
-    db.execute("CREATE INDEX tracked_events_seq ON tracked_events (loop, seq)")
-    db.execute("CREATE INDEX tracked_events_user ON tracked_events (loop, user_hash, seq)")
-    db.execute("CREATE INDEX tracked_events_session ON tracked_events (loop, session_hash, seq)")
-    db.execute("CREATE INDEX tracked_events_ts ON tracked_events (loop, ts)")
-    # Bumped when tracked events are deleted (forget, DELETE /logs): models rebuild.
-    db.execute("CREATE TABLE tracking_state (loop TEXT PRIMARY KEY, generation INTEGER NOT NULL)")
-    # Which scenario served which Rank event, for whom (hashed): forgetting a user
-    # deletes their recommendation decisions too.
-    db.execute(
-        """CREATE TABLE served (
-            loop TEXT NOT NULL, event_id TEXT NOT NULL, scenario TEXT NOT NULL, actor TEXT,
-            ts REAL NOT NULL, PRIMARY KEY (loop, event_id))"""
-    )
-    db.execute("CREATE INDEX served_actor ON served (loop, actor)")
-    db.execute("CREATE INDEX served_ts ON served (loop, ts)")
-
-
-@migrations()
-def m006_learned_index(db: sqlite_utils.Database) -> None:
-    # max(learned_in) for a model saved from outside the trainer (reset, import) read the
-    # whole log without it: seconds on a large log, holding the write lock.
-    db.execute(
-        "CREATE INDEX decisions_learned ON decisions (loop, learned_in) "
-        "WHERE learned_in IS NOT NULL"
-    )
+migrations = sqlite_utils.Migrations("banditloop")  # schema.py's, for sqlite-utils
+for _m in MIGRATIONS:
+    migrations(name=_m.name)(_applies(_m.sql("sqlite")))
+#: The shown item and its reward, read from the logged JSON (Events.shown_and_reward).
+SHOWN_AND_REWARD = (
+    "json_extract(action_ids, '$[' || json_extract(slots, '$[0].s') || ']') AS item, "
+    "json_extract(outcome, '$.r[0]') AS r"
+)
 
 
 def _connect(path: Path, synchronous: str, busy_timeout: float = 30.0) -> sqlite3.Connection:
@@ -139,11 +56,11 @@ def _connect(path: Path, synchronous: str, busy_timeout: float = 30.0) -> sqlite
 def read_events(
     path: Path, loop: str, start: float, end: float, processed_only: bool = True
 ) -> Iterator[LoggedEvent]:
-    """The log of ``loop`` read from the file (see sql.read_events), on a connection of
-    its own: the caller may be slow, or another process."""
+    """The log of ``loop`` read from the file (see events.read_events), on a connection
+    of its own: the caller may be slow, or another process."""
     conn = _connect(path, "NORMAL")
     try:
-        yield from sql.read_events(conn, loop, start, end, processed_only)
+        yield from read_log(conn, loop, start, end, processed_only)
     finally:
         conn.close()
 
@@ -152,18 +69,18 @@ def read_loop(path: Path, name: str) -> LoopRecord | None:
     """A loop's record, read without opening the store for writing."""
     conn = _connect(path, "NORMAL")
     try:
-        row = conn.execute(f"SELECT {sql.LOOP_COLS} FROM loops WHERE name=?", (name,)).fetchone()
+        return read_record(conn, name)
     finally:
         conn.close()
-    return sql.loop_record(row) if row else None
 
 
-class SqliteStore(sql.SqlStore):
+class SqliteStore(SqlStore):
     """One SQLite file in WAL mode.  Every process writes through its own writer thread
     (``serve --workers``: SQLite serialises their transactions); reads use one
     connection per thread beside the writer."""
 
     store_errors = (sqlite3.OperationalError,)
+    shown_and_reward = SHOWN_AND_REWARD
 
     def __init__(
         self,
@@ -194,7 +111,7 @@ class SqliteStore(sql.SqlStore):
     def _writer(self) -> sqlite3.Connection:
         return self._writer_conn
 
-    def _begin(self, conn: sqlite3.Connection) -> None:
+    def _begin(self, conn: Conn) -> None:
         """BEGIN IMMEDIATE, waiting for another process's write lock in steps of 0.1 to
         1 ms, up to the busy timeout. SQLite's busy handler sleeps 1 to 100 ms at a time:
         with several processes writing (``serve --workers``), those sleeps made the p99."""

@@ -1,0 +1,368 @@
+"""Decisions, rewards and activations: logged by Rank, Reward and Activate, joined for
+the trainer, read back for export and evaluation, deleted by retention and forgetting."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import replace
+from typing import Any
+
+import orjson
+
+from .base import ClosedEvent, Decision, LoggedEvent, LogRange, Outcome, SlotChoice
+from .db import Conn, Queries, Reader, chunks, marks
+
+DECISION_COLS = (
+    "loop, event_id, ts, close_at, deferred, request_hash, example, action_ids, slots, mode, "
+    "multislot, response, model_version"
+)
+
+#: Rewards and activations of some events (``+ts``: sort after looking them up by id;
+#: SQLite would otherwise walk the loop's whole (loop, ts) index to save the sort).
+REWARDS_OF = (
+    "SELECT event_id, ts, value, slot FROM rewards WHERE loop=? AND event_id IN ({}) "
+    "ORDER BY +ts, seq"
+)
+ACTIVATIONS_OF = (
+    "SELECT event_id, ts FROM activations WHERE loop=? AND event_id IN ({}) ORDER BY +ts"
+)
+
+
+def decision(row: Sequence[Any]) -> Decision:
+    """A Decision from ``seq, DECISION_COLS``."""
+    seq, loop, event_id, ts, close_at, deferred, rhash, example, ids, slots = row[:10]
+    mode, multislot, response, version = row[10:14]
+    return Decision(
+        loop=loop,
+        event_id=event_id,
+        ts=ts,
+        close_at=close_at,
+        deferred=bool(deferred),
+        request_hash=rhash,
+        example=example,
+        action_ids=orjson.loads(ids),
+        slots=[SlotChoice.from_json(d) for d in orjson.loads(slots)],
+        response=bytes(response),
+        model_version=version,
+        mode=mode,
+        multislot=bool(multislot),
+        seq=seq,
+    )
+
+
+def joined(
+    conn: Reader, loop: str, event_ids: Sequence[str]
+) -> tuple[dict[str, list[tuple[float, float, str | None]]], dict[str, list[float]]]:
+    """Rewards (ts, value, slot) and activation times of these events, by event id."""
+    rewards: dict[str, list[tuple[float, float, str | None]]] = {}
+    activations: dict[str, list[float]] = {}
+    for ids in chunks(event_ids):
+        for eid, ts, value, slot in conn.execute(REWARDS_OF.format(marks(len(ids))), (loop, *ids)):
+            rewards.setdefault(eid, []).append((ts, value, slot))
+        for eid, ts in conn.execute(ACTIVATIONS_OF.format(marks(len(ids))), (loop, *ids)):
+            activations.setdefault(eid, []).append(ts)
+    return rewards, activations
+
+
+def read_events(
+    conn: Reader,
+    loop: str,
+    start: float,
+    end: float,
+    processed_only: bool = True,
+    page: int = 1000,
+) -> Iterator[LoggedEvent]:
+    """Decisions ranked in [start, end), in rank order, with rewards and activations;
+    read page by page so that memory stays flat."""
+    after = (start, -1)
+    while True:
+        rows = conn.execute(
+            f"""SELECT seq, {DECISION_COLS}, outcome, holdout FROM decisions
+               WHERE loop=? AND (ts>? OR (ts=? AND seq>?)) AND ts<?
+               {"AND outcome IS NOT NULL" if processed_only else ""}
+               ORDER BY ts, seq LIMIT ?""",
+            (loop, after[0], after[0], after[1], end, page),
+        ).fetchall()
+        if not rows:
+            return
+        rewards, activations = joined(conn, loop, [r[2] for r in rows])
+        for row in rows:
+            d = decision(row)
+            if row[15]:
+                d = replace(d, holdout=True)
+            yield LoggedEvent(
+                decision=d,
+                outcome=orjson.loads(row[14]) if row[14] else None,
+                rewards=rewards.get(d.event_id, []),
+                activations=activations.get(d.event_id, []),
+            )
+        after = (rows[-1][3], rows[-1][0])
+
+
+class Events(Queries):
+    """The event log of every loop."""
+
+    #: The shown item and its reward (``item``, ``r``), read inside the logged JSON: the
+    #: one expression each engine writes in its own SQL.
+    shown_and_reward = ""
+
+    def append_decision(self, d: Decision) -> Future[Decision | None]:
+        """Log a decision; if its event ID is taken, the future holds the stored one."""
+        row = (
+            d.loop,
+            d.event_id,
+            d.ts,
+            d.close_at,
+            int(d.deferred),
+            d.request_hash,
+            d.example,
+            orjson.dumps(d.action_ids).decode(),
+            orjson.dumps([s.to_json() for s in d.slots]).decode(),
+            d.mode,
+            int(d.multislot),
+            d.response,
+            d.model_version,
+            d.source,
+            int(d.holdout),
+        )
+
+        def job(conn: Conn) -> Decision | None:
+            added = conn.execute(
+                f"INSERT INTO decisions ({DECISION_COLS}, source, holdout) VALUES "
+                "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (loop, event_id) DO NOTHING "
+                "RETURNING seq",
+                row,
+            ).fetchone()
+            if added is not None:
+                return None
+            found = conn.execute(
+                f"SELECT seq, {DECISION_COLS} FROM decisions WHERE loop=? AND event_id=?",
+                (d.loop, d.event_id),
+            ).fetchone()
+            return decision(found)
+
+        return self.submit(job)
+
+    def append_rewards(
+        self,
+        loop: str,
+        event_id: str,
+        rewards: list[tuple[str | None, float]],
+        ts: float,
+        early_close: bool,
+    ) -> Future[None]:
+        """Log rewards (slot, value); with ``early_close`` (earliest aggregation, single
+        slot) the event closes now: its first reward is final."""
+
+        def job(conn: Conn) -> None:
+            conn.executemany(
+                "INSERT INTO rewards (loop, event_id, slot, value, ts) VALUES (?,?,?,?,?)",
+                [(loop, event_id, slot, value, ts) for slot, value in rewards],
+            )
+            if early_close:
+                conn.execute(
+                    """UPDATE decisions SET close_at=? WHERE seq=(SELECT seq FROM decisions
+                       WHERE loop=? AND event_id=?) AND learned_in IS NULL AND close_at>?
+                       AND multislot=0 AND (deferred=0
+                       OR EXISTS (SELECT 1 FROM activations a WHERE a.loop=? AND a.event_id=?))""",
+                    (ts, loop, event_id, ts, loop, event_id),
+                )
+
+        return self.submit(job)
+
+    def append_activation(
+        self, loop: str, event_id: str, ts: float, early_close: bool
+    ) -> Future[None]:
+        """Log an activation; with ``early_close`` a rewarded event closes now."""
+
+        def job(conn: Conn) -> None:
+            conn.execute(
+                "INSERT INTO activations (loop, event_id, ts) VALUES (?,?,?)",
+                (loop, event_id, ts),
+            )
+            if early_close:
+                conn.execute(
+                    """UPDATE decisions SET close_at=? WHERE seq=(SELECT seq FROM decisions
+                       WHERE loop=? AND event_id=?) AND learned_in IS NULL AND close_at>?
+                       AND EXISTS (SELECT 1 FROM rewards r WHERE r.loop=? AND r.event_id=?)""",
+                    (ts, loop, event_id, ts, loop, event_id),
+                )
+
+        return self.submit(job)
+
+    def get_decision(self, loop: str, event_id: str) -> Decision | None:
+        row = (
+            self.reader()
+            .execute(
+                f"SELECT seq, {DECISION_COLS} FROM decisions WHERE loop=? AND event_id=?",
+                (loop, event_id),
+            )
+            .fetchone()
+        )
+        return decision(row) if row else None
+
+    # -- the trainer -------------------------------------------------------------------
+
+    def closed_events(self, loop: str, now: float, limit: int) -> list[ClosedEvent]:
+        """Unlearned decisions whose window has closed, oldest close first, with rewards."""
+        with self.snapshot() as conn:
+            rows = conn.execute(
+                """SELECT seq, event_id, ts, deferred, example, slots, mode, multislot, holdout
+                   FROM decisions WHERE loop=? AND learned_in IS NULL AND close_at<=?
+                   ORDER BY close_at, seq LIMIT ?""",
+                (loop, now, limit),
+            ).fetchall()
+            if not rows:
+                return []
+            rewards, activations = joined(conn, loop, [r[1] for r in rows])
+        return [
+            ClosedEvent(
+                seq=seq,
+                event_id=eid,
+                ts=ts,
+                deferred=bool(deferred),
+                example=example,
+                slots=[SlotChoice.from_json(s) for s in orjson.loads(slots)],
+                mode=mode,
+                multislot=bool(multislot),
+                rewards=rewards.get(eid, []),
+                activations=activations.get(eid, []),
+                holdout=bool(holdout),
+            )
+            for seq, eid, ts, deferred, example, slots, mode, multislot, holdout in rows
+        ]
+
+    def mark_learned(self, loop: str, outcomes: list[Outcome], mark: int) -> Future[None]:
+        """Mark events as handled under the trainer's mark, with what they were learned as."""
+        rows = [
+            (mark, orjson.dumps({"r": o.rewards, "t": o.trained}).decode(), o.seq) for o in outcomes
+        ]
+
+        def job(conn: Conn) -> None:
+            self._check_lead(conn, loop)
+            conn.executemany(
+                # by primary key alone: with ``loop=?`` PostgreSQL may scan decisions_open
+                "UPDATE decisions SET learned_in=?, outcome=? WHERE seq=? AND learned_in IS NULL",
+                rows,
+            )
+
+        return self.submit(job)
+
+    def forget_unsaved(self, loop: str, covers: int) -> Future[int]:
+        """Undo marks that no saved model covers (the trainer died before saving)."""
+
+        def job(conn: Conn) -> int:
+            self._check_lead(conn, loop)  # else it would undo the marks of the real trainer
+            cur = conn.execute(
+                "UPDATE decisions SET learned_in=NULL, outcome=NULL WHERE loop=? AND learned_in>?",
+                (loop, covers),
+            )
+            return int(cur.rowcount)
+
+        return self.submit(job)
+
+    def count_learned(self, loop: str) -> int:
+        row = (
+            self.reader()
+            .execute(
+                "SELECT count(*) FROM decisions WHERE loop=? AND learned_in IS NOT NULL", (loop,)
+            )
+            .fetchone()
+        )
+        return int(row[0])
+
+    def reschedule(self, loop: str, old_wait: float, new_wait: float) -> Future[None]:
+        """Move the close time of open events to a new reward wait time."""
+
+        def job(conn: Conn) -> None:
+            conn.execute(
+                """UPDATE decisions SET close_at = CASE
+                     WHEN close_at >= ts + ? - 1e-6 THEN ts + ?
+                     WHEN close_at < ts + ? THEN close_at ELSE ts + ? END
+                   WHERE loop=? AND learned_in IS NULL""",
+                (old_wait, new_wait, new_wait, new_wait, loop),
+            )
+
+        return self.submit(job)
+
+    # -- reading the log back ------------------------------------------------------------
+
+    def iter_events(
+        self, loop: str, start: float, end: float, processed_only: bool = True
+    ) -> Iterator[LoggedEvent]:
+        with self.open_reader() as conn:
+            yield from read_events(conn, loop, start, end, processed_only)
+
+    def apprentice_events(self, loop: str, since: float) -> list[tuple[float, dict[str, Any]]]:
+        """(time, outcome) of learned Apprentice-mode events since ``since``, oldest first,
+        each outcome with the slots as logged."""
+        rows = self.reader().execute(
+            """SELECT ts, slots, outcome FROM decisions WHERE loop=? AND mode='Apprentice'
+               AND outcome IS NOT NULL AND ts>=? ORDER BY ts""",
+            (loop, since),
+        )
+        return [(ts, {**orjson.loads(o), "slots": orjson.loads(sl)}) for ts, sl, o in rows]
+
+    def log_range(self, loop: str) -> LogRange:
+        first, last = (
+            self.reader()
+            .execute("SELECT min(ts), max(ts) FROM decisions WHERE loop=?", (loop,))
+            .fetchone()
+        )
+        return LogRange(first, last)
+
+    def top_rewarded(
+        self, loop: str, since: float, by: str, min_events: int, limit: int
+    ) -> list[str]:
+        """The items with the most reward (``by`` "total" or "mean") among the loop's
+        learned single-slot events ranked since ``since``, shown at least ``min_events``
+        times."""
+        order = "sum(r) DESC" if by == "total" else "avg(r) DESC"
+        rows = self.reader().execute(
+            f"""SELECT item, sum(r), count(*) FROM (
+                  SELECT {self.shown_and_reward}
+                  FROM decisions
+                  WHERE loop=? AND ts>=? AND multislot=0 AND outcome IS NOT NULL) AS shown
+                WHERE item IS NOT NULL AND r IS NOT NULL
+                GROUP BY item HAVING count(*) >= ?
+                ORDER BY {order}, count(*) DESC, item LIMIT ?""",
+            (loop, since, min_events, limit),
+        )
+        return [str(item) for item, _, _ in rows]
+
+    # -- deleting ----------------------------------------------------------------------
+
+    def find_events(self, loop: str, matches: Callable[[dict[str, Any]], bool]) -> list[str]:
+        """The event IDs of the loop's decisions whose example (the JSON object) matches."""
+        rows = self.reader().execute(
+            "SELECT event_id, example FROM decisions WHERE loop=?", (loop,)
+        )
+        return [eid for eid, example in rows if matches(orjson.loads(example))]
+
+    def delete_logs(
+        self,
+        loop: str,
+        before: float | None = None,
+        event_ids: Sequence[str] | None = None,
+    ) -> Future[int]:
+        """Delete decisions (with their rewards and activations): all of them, those
+        older than ``before``, or those with these event IDs; how many decisions."""
+        wheres: list[tuple[str, list[Any]]]
+        if event_ids is not None:
+            wheres = [(f"event_id IN ({marks(len(c))})", list(c)) for c in chunks(event_ids)]
+        elif before is not None:
+            wheres = [("ts<?", [before])]  # rewards older than the cutoff, orphans included
+        else:
+            wheres = [("1=1", [])]
+
+        def job(conn: Conn) -> int:
+            n = 0
+            for where, args in wheres:
+                cur = conn.execute(f"DELETE FROM decisions WHERE loop=? AND {where}", (loop, *args))
+                n += cur.rowcount
+                for table in ("rewards", "activations"):
+                    conn.execute(f"DELETE FROM {table} WHERE loop=? AND {where}", (loop, *args))
+            return n
+
+        return self.submit(job)
