@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from banditloop.config import Settings
 from banditloop.policy import with_epsilon
 from banditloop.ranking import plan
+from banditloop.upkeep import apply_retention
 from helpers import actions, pmf_of, poll, query, scalar
 
 V1 = "/personalizer/v1.0"
@@ -512,14 +513,14 @@ def test_retention_deletes_old_logs(client: TestClient, settings: Settings) -> N
 
     before = client.get(SERVICE).json()
     client.put(SERVICE, json={**before, "logRetentionDays": -1})
-    assert registry.apply_retention() == 0
+    assert apply_retention(registry.loops.values(), time.time()) == 0
     assert scalar(settings.data_dir, "SELECT count(*) FROM decisions") == 3
 
     client.put(SERVICE, json={**before, "logRetentionDays": 120})
-    assert registry.apply_retention() == 0
+    assert apply_retention(registry.loops.values(), time.time()) == 0
 
     client.put(SERVICE, json={**before, "logRetentionDays": 90})
-    assert registry.apply_retention() == 2
+    assert apply_retention(registry.loops.values(), time.time()) == 2
     assert {r[0] for r in query(settings.data_dir, "SELECT event_id FROM decisions")} == {"new1"}
     assert {r[0] for r in query(settings.data_dir, "SELECT event_id FROM rewards")} == {"new1"}
-    assert registry.apply_retention() == 0
+    assert apply_retention(registry.loops.values(), time.time()) == 0

@@ -31,17 +31,18 @@ def test_due_search_runs_and_applies_a_significant_win(client: TestClient) -> No
     assert client.put(V1 + "/configurations/policy", json=policy).status_code == 200
     _traffic(client, 1500)
     registry = client.app.state.registry  # type: ignore[attr-defined]
+    runner = client.app.state.service.runner  # type: ignore[attr-defined]
     loop = registry.loops["default"]
     poll(lambda: loop.store.closed_events("default", time.time() + 5, 1) == [], timeout=20)
 
     config = client.get(V1 + "/configurations/service").json()
-    assert service.auto_optimize(registry.runner, loop) is None  # not enabled: nothing
+    assert service.auto_optimize(runner, loop) is None  # not enabled: nothing
     config.update(isAutoOptimizationEnabled=True, autoOptimizationFrequency="P1D")
     assert client.put(V1 + "/configurations/service", json=config).status_code == 200
 
-    job = service.auto_optimize(registry.runner, loop)
+    job = service.auto_optimize(runner, loop)
     assert job is not None and job.id.startswith("auto-")
-    assert service.auto_optimize(registry.runner, loop) is None  # not due again for a day
+    assert service.auto_optimize(runner, loop) is None  # not due again for a day
 
     def finished() -> bool:
         return service.get(loop, "evaluation", job.id).status != "Running"

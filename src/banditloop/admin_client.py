@@ -21,9 +21,8 @@ from .loop import Loop
 from .recommendations.config import ScenarioConfig
 from .recommendations.service import edit_scenario, track
 from .registry import Registry
-from .store import is_postgres, open_store
+from .service import open_service
 from .store.base import Item
-from .store.lock import DataDirLock
 from .upkeep import delete_logs
 
 
@@ -241,14 +240,5 @@ def open_admin(
             admin.http.close()
         return
     settings = Settings.load(config_file, data_dir=data_dir)
-    lock = None if is_postgres(settings.store) else DataDirLock(settings.data_dir).acquire()
-    store = open_store(settings)
-    registry = Registry(store, settings, train=False)
-    try:
-        registry.open()
-        yield LocalAdmin(registry, loop)
-    finally:
-        registry.close()
-        store.close()
-        if lock is not None:
-            lock.release()
+    with open_service(settings, train=False) as service:
+        yield LocalAdmin(service.registry, loop)

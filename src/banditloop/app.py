@@ -1,4 +1,5 @@
-"""``create_app(settings)``: the FastAPI application; its lifespan owns store and loops."""
+"""``create_app(settings)``: the FastAPI application; its lifespan opens the service
+(store and loops, service.py) and what the API adds to it."""
 
 from __future__ import annotations
 
@@ -28,10 +29,9 @@ from .limits import LimitsMiddleware
 from .observability import ObservabilityMiddleware, configure_logging
 from .recommendations.builder import Models
 from .recommendations.service import Recommendations
-from .registry import Registry
 from .rerank import Reranker
-from .store import is_postgres, open_store
-from .store.lock import DataDirLock
+from .service import open_service
+from .store import is_postgres
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +69,15 @@ def create_app(settings: Settings, worker: bool = False) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings)
         shared = is_postgres(settings.store)  # other servers use the store too
-        lock = None if worker or shared else DataDirLock(settings.data_dir).acquire()
-        store = open_store(settings)
-        registry = Registry(store, settings, train=settings.trainer and not worker)
+        service = open_service(
+            settings, train=settings.trainer and not worker, watch=worker or shared, own=not worker
+        )
+        registry = service.registry
         app.state.reranker = reranker = Reranker()  # recommender calls (docs/reranking.md)
         models = Models(lambda: registry.loops, settings.tracking_poll_seconds)
         app.state.recommendations = Recommendations(models, reranker)  # recommendations.md
         try:
-            registry.open()
-            if worker or shared:
-                registry.watch()
-            app.state.registry = registry
+            app.state.service, app.state.registry = service, registry
             models.start()
             settle_heap()
             log.info(
@@ -98,10 +96,7 @@ def create_app(settings: Settings, worker: bool = False) -> FastAPI:
             models.stop()
             gc.unfreeze()  # what start-up made may be garbage now (tests start many apps)
             await reranker.aclose()
-            registry.close()
-            store.close()
-            if lock is not None:
-                lock.release()
+            service.close()
 
     app = FastAPI(
         title="banditloop",

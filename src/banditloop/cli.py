@@ -26,9 +26,8 @@ from .errors import BanditloopError
 from .evaluation import report
 from .evaluation.importance import feature_importance
 from .evaluation.jobs import run_evaluation
-from .store import is_postgres
+from .service import own_data_dir
 from .store.base import LoopRecord
-from .store.lock import DataDirLock
 from .store.sqlite import read_events, read_loop
 from .worlds import WORLDS
 
@@ -102,8 +101,9 @@ def serve(
         config_file, host=host, port=port, data_dir=data_dir, store=store, trainer=trainer
     )
     try:  # fail with one clear line if another process owns the data directory
-        if not is_postgres(settings.store):
-            DataDirLock(settings.data_dir).acquire().release()
+        lock = own_data_dir(settings)
+        if lock is not None:
+            lock.release()
     except BanditloopError as ex:
         raise click.ClickException(ex.message) from None
     logging.basicConfig(

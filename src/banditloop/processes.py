@@ -28,9 +28,7 @@ from .app import WORKER_SETTINGS_ENV, settle_heap
 from .config import Settings
 from .errors import Unavailable
 from .metrics import prepare_multiprocess
-from .registry import Registry
-from .store import is_postgres, open_store
-from .store.lock import DataDirLock
+from .service import open_service, own_data_dir
 
 log = logging.getLogger(__name__)
 RESTART_DELAY = 1.0  # seconds between the supervisor's checks that its children live
@@ -104,16 +102,9 @@ def run_trainer(settings_json: str, log_level: str) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     when_orphaned(stop.set)
-    store = open_store(settings)
-    registry = Registry(store, settings, train=True)
-    try:
-        registry.open()
-        registry.watch()
+    with open_service(settings, train=True, watch=True, own=False):
         settle_heap()
         stop.wait()
-    finally:
-        registry.close()
-        store.close()
 
 
 class Child:
@@ -182,17 +173,14 @@ def hold_address(settings: Settings) -> tuple[socket.socket, bool]:
 
 def serve_workers(settings: Settings, workers: int, log_level: str) -> None:
     """Run the supervisor until SIGTERM or SIGINT."""
-    lock = None if is_postgres(settings.store) else DataDirLock(settings.data_dir).acquire()
+    lock = own_data_dir(settings)
     try:
         held, own = hold_address(settings)
         with held:
             # port 0: every worker binds the port the supervisor was given
             settings = settings.model_copy(update={"port": held.getsockname()[1]})
-            store = open_store(settings)
-            prepared = Registry(store, settings, train=False)
-            prepared.open()  # create declared loops and apply keys once, before anyone serves
-            prepared.close()
-            store.close()
+            # create declared loops and apply keys once, before anyone serves
+            open_service(settings, train=False, own=False).close()
             prepare_multiprocess()  # the workers share request metrics through its files
             os.environ[WORKER_SETTINGS_ENV] = settings.model_dump_json()
             children = [

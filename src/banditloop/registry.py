@@ -1,7 +1,6 @@
-"""The loops a server hosts: opened at start, created and deleted at run time.
-
-Also owns the server-wide keyring and the retention job, which deletes logs
-older than each loop's ``logRetentionDays``.
+"""The loops a server hosts: opened at start, created and deleted at run time, and
+followed in the store when other processes change them.  Also holds the
+server-wide keyring, which decides who may call them.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
 
 from pydantic import ValidationError
 
@@ -18,13 +16,10 @@ from . import vwcheck
 from .auth import ADMIN, CLIENT, keyring
 from .config import ServiceConfiguration, Settings, describe
 from .errors import BadRequest, NotFound
-from .evaluation.jobs import JobRunner
-from .evaluation.service import auto_optimize
 from .loop import Loop
 from .policy import check_arguments
 from .store import SqlStore
 from .store.base import LoopRecord
-from .upkeep import apply_retention
 
 log = logging.getLogger(__name__)
 DEFAULT_LOOP = "default"
@@ -49,10 +44,9 @@ class Registry:
         self.settings = settings
         self.keys = keyring(settings.client_keys, settings.admin_keys)
         self.loops: dict[str, Loop] = {}
-        self.runner = JobRunner()  # evaluations and feature importances, in a child process
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._watch: threading.Thread | None = None
 
     def open(self) -> None:
         """Open stored loops, then create or re-key the declared ones and the default."""
@@ -71,8 +65,6 @@ class Registry:
             if decl and self.train:  # declared scenarios and tracking win at every start
                 declared = {f: decl.configuration[f] for f in DECLARED if f in decl.configuration}
                 self.loops[name].update_extensions(**declared)
-        if self.train:
-            self._background(self._retain, "retention")
 
     def watch(self, every: float = 0.5) -> None:
         """In a multi-process server: follow what other processes change in the store."""
@@ -84,7 +76,8 @@ class Registry:
                 except Exception:
                     log.exception("following the store failed")
 
-        self._background(run, "watch")
+        self._watch = threading.Thread(target=run, name="watch", daemon=True)
+        self._watch.start()
 
     def sync(self) -> None:
         """Open loops created elsewhere, close deleted ones, refresh the rest."""
@@ -97,11 +90,6 @@ class Registry:
                     self.loops[name] = Loop.open(self.store, self.settings, rec, self.train)
         for loop in list(self.loops.values()):
             loop.refresh()
-
-    def _background(self, target: Callable[[], None], name: str) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
-        thread.start()
-        self._threads.append(thread)
 
     def get(self, name: str) -> Loop:
         loop = self.loops.get(name)
@@ -157,29 +145,8 @@ class Registry:
             self.store.delete_loop(name).result()  # with its tracked events
 
     def close(self) -> None:
-        self.runner.close()
         self._stop.set()
-        for thread in self._threads:
-            thread.join()
+        if self._watch is not None:
+            self._watch.join()
         for loop in self.loops.values():
             loop.close()
-
-    def apply_retention(self, now: float | None = None, trained_here: bool = False) -> int:
-        """Delete logs older than each loop's retention (with ``trained_here``, of the
-        loops this process trains: one server does it); returns how many events."""
-        loops = [lp for lp in list(self.loops.values()) if lp.trainer.active or not trained_here]
-        return apply_retention(loops, now or time.time())
-
-    def _retain(self) -> None:
-        delay = min(60.0, self.settings.retention_check_seconds)  # first run soon after start
-        while not self._stop.wait(delay):
-            delay = self.settings.retention_check_seconds
-            try:
-                n = self.apply_retention(trained_here=True)
-                if n:
-                    log.info("retention deleted %d events", n)
-                for loop in list(self.loops.values()):
-                    if loop.trainer.active and auto_optimize(self.runner, loop):
-                        log.info("loop %s: auto-optimization started", loop.name)
-            except Exception:
-                log.exception("retention or auto-optimization failed")

@@ -1,18 +1,28 @@
-"""What is deleted, and when: logs with the tracked data they imply, retention.
+"""What a loop keeps, and what runs on it in the background of a training process.
 
 Deleting a loop's logs deletes its tracked events too, and forgetting a user (a
 context feature value) also deletes the tracked events, history and
-recommendation decisions of the user or session with that id.
+recommendation decisions of the user or session with that id.  Retention deletes
+what is older than each loop's ``logRetentionDays``; auto-optimization starts a
+policy search when one is due (evaluation/service.py).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
+from .evaluation.jobs import JobRunner
+from .evaluation.service import auto_optimize
 from .featurize import context_has
 from .loop import Loop
 from .recommendations.events import actor_hash
+from .registry import Registry
+
+log = logging.getLogger(__name__)
 
 
 def _id_text(value: Any) -> str | None:
@@ -60,3 +70,43 @@ def apply_retention(loops: Iterable[Loop], now: float) -> int:
         if days >= 0:
             deleted += delete_logs(loop, before=now - days * 86400)
     return deleted
+
+
+class Upkeep:
+    """In the background of a training process: retention and auto-optimization of the
+    loops it trains (one process does each loop's), every ``retention_check_seconds``."""
+
+    def __init__(self, registry: Registry, runner: JobRunner) -> None:
+        self.registry = registry
+        self.runner = runner
+        self.every = registry.settings.retention_check_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="upkeep", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def run_once(self, now: float | None = None) -> int:
+        """Retention, then auto-optimization where one is due; returns events deleted."""
+        loops = [loop for loop in list(self.registry.loops.values()) if loop.trainer.active]
+        deleted = apply_retention(loops, now or time.time())
+        if deleted:
+            log.info("retention deleted %d events", deleted)
+        for loop in loops:
+            if auto_optimize(self.runner, loop, now):
+                log.info("loop %s: auto-optimization started", loop.name)
+        return deleted
+
+    def _run(self) -> None:
+        delay = min(60.0, self.every)  # the first run soon after start
+        while not self._stop.wait(delay):
+            delay = self.every
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("retention or auto-optimization failed")

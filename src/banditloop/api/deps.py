@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from ..auth import ADMIN, CLIENT, authorize, key_from_headers
 from ..loop import Loop
 from ..registry import Registry
+from ..service import Service
 
 
 def request_key(request: Request) -> str | None:
@@ -19,6 +20,11 @@ def request_key(request: Request) -> str | None:
 def registry(request: Request) -> Registry:
     reg: Registry = request.app.state.registry
     return reg
+
+
+def service(request: Request) -> Service:
+    opened: Service = request.app.state.service
+    return opened
 
 
 def find_loop(reg: Registry, name: str, key: str | None, role: str) -> Loop:

@@ -17,10 +17,10 @@ from pydantic import AwareDatetime, BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
-from ..evaluation import service
+from ..evaluation import service as jobs
 from ..evaluation.jobs import EVALUATION, IMPORTANCE, series
 from ..loop import Loop, iso
-from .deps import AdminLoop, registry
+from .deps import AdminLoop, service
 from .schemas import ERROR_RESPONSES
 
 router = APIRouter(responses=ERROR_RESPONSES, tags=["evaluation"])
@@ -67,7 +67,7 @@ def _create(request: Request, loop: Loop, kind: str, job_id: str, body: Any) -> 
     if kind == EVALUATION:
         spec["policies"] = [p.model_dump() for p in body.policies]
         spec["optimize"] = bool(body.enablePolicyOptimization or body.enableOfflineExperimentation)
-    return service.create(registry(request).runner, loop, kind, job_id, spec)
+    return jobs.create(service(request).runner, loop, kind, job_id, spec)
 
 
 _V1_STATUS = {"Running": "pending", "Succeeded": "completed", "Failed": "failed"}
@@ -195,7 +195,7 @@ async def get_evaluation(
     window: Literal["Expanding", "Rolling"] = "Expanding",
 ) -> Response:
     """An evaluation with its estimates per policy and, per interval, a time series."""
-    job = await run_in_threadpool(service.get, loop, EVALUATION, evaluationId)
+    job = await run_in_threadpool(jobs.get, loop, EVALUATION, evaluationId)
     return Response(
         _json(evaluation_body(job, _v1(request), intervalInMinutes, window)),
         media_type="application/json",
@@ -205,25 +205,27 @@ async def get_evaluation(
 @router.get("/evaluations")
 async def list_evaluations(request: Request, loop: AdminLoop) -> Response:
     """Every evaluation of the loop."""
-    jobs = await run_in_threadpool(loop.store.get_jobs, loop.name, EVALUATION)
+    found = await run_in_threadpool(jobs.listed, loop, EVALUATION)
     if _v1(request):
         return Response(
-            _json([evaluation_body(j, True) for j in jobs]), media_type="application/json"
+            _json([evaluation_body(j, True) for j in found]), media_type="application/json"
         )
-    details = [{k: v for k, v in evaluation_body(j, False).items() if k != "content"} for j in jobs]
+    details = [
+        {k: v for k, v in evaluation_body(j, False).items() if k != "content"} for j in found
+    ]
     return Response(_json({"value": details, "nextLink": None}), media_type="application/json")
 
 
 @router.delete("/evaluations/{evaluationId}", status_code=204)
 async def delete_evaluation(evaluationId: JobId, loop: AdminLoop) -> Response:
-    await run_in_threadpool(service.delete, loop, EVALUATION, evaluationId)
+    await run_in_threadpool(jobs.delete, loop, EVALUATION, evaluationId)
     return Response(status_code=204)
 
 
 @router.post("/configurations/applyFromEvaluation", status_code=204, tags=["admin"])
 async def apply_from_evaluation(body: PolicyReferenceContract, loop: AdminLoop) -> Response:
     """Make a policy of a finished evaluation live, with the model it learned in the replay."""
-    await run_in_threadpool(service.apply, loop, body.evaluationId, body.policyName)
+    await run_in_threadpool(jobs.apply, loop, body.evaluationId, body.policyName)
     return Response(status_code=204)
 
 
@@ -244,20 +246,20 @@ async def create_feature_importance(
 
 @router.get("/featureImportances/{featureImportanceId}")
 async def get_feature_importance(featureImportanceId: JobId, loop: AdminLoop) -> Response:
-    job = await run_in_threadpool(service.get, loop, IMPORTANCE, featureImportanceId)
+    job = await run_in_threadpool(jobs.get, loop, IMPORTANCE, featureImportanceId)
     return Response(_json(importance_body(job)), media_type="application/json")
 
 
 @router.get("/featureImportances")
 async def list_feature_importances(loop: AdminLoop) -> Response:
-    jobs = await run_in_threadpool(loop.store.get_jobs, loop.name, IMPORTANCE)
-    body = {"value": [importance_body(j) for j in jobs], "nextLink": None}
+    found = await run_in_threadpool(jobs.listed, loop, IMPORTANCE)
+    body = {"value": [importance_body(j) for j in found], "nextLink": None}
     return Response(_json(body), media_type="application/json")
 
 
 @router.delete("/featureImportances/{featureImportanceId}", status_code=204)
 async def delete_feature_importance(featureImportanceId: JobId, loop: AdminLoop) -> Response:
-    await run_in_threadpool(service.delete, loop, IMPORTANCE, featureImportanceId)
+    await run_in_threadpool(jobs.delete, loop, IMPORTANCE, featureImportanceId)
     return Response(status_code=204)
 
 

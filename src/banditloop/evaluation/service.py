@@ -64,6 +64,11 @@ def create(
     return job
 
 
+def listed(loop: Loop, kind: str) -> list[JobRecord]:
+    """The loop's jobs of a kind, oldest first."""
+    return loop.store.get_jobs(loop.name, kind)
+
+
 def get_or_none(loop: Loop, kind: str, job_id: str) -> JobRecord | None:
     found = loop.store.get_jobs(loop.name, kind, job_id)
     return found[0] if found else None
