@@ -78,7 +78,7 @@ def create_app(settings: Settings, worker: bool = False) -> FastAPI:
         app.state.recommendations = Recommendations(models, reranker)  # recommendations.md
         try:
             app.state.service, app.state.registry = service, registry
-            models.start()
+            models.thread.start()
             settle_heap()
             log.info(
                 "banditloop %s serving %d loop(s) from %s",
@@ -93,7 +93,7 @@ def create_app(settings: Settings, worker: bool = False) -> FastAPI:
                 )
             yield
         finally:
-            models.stop()
+            models.thread.stop()
             gc.unfreeze()  # what start-up made may be garbage now (tests start many apps)
             await reranker.aclose()
             service.close()

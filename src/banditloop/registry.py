@@ -5,7 +5,6 @@ server-wide keyring, which decides who may call them.
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 import time
@@ -17,11 +16,11 @@ from .auth import ADMIN, CLIENT, keyring
 from .config import ServiceConfiguration, Settings, describe
 from .errors import BadRequest, NotFound
 from .loop import Loop
+from .periodic import Periodic
 from .policy import check_arguments
 from .store import SqlStore
 from .store.base import LoopRecord
 
-log = logging.getLogger(__name__)
 DEFAULT_LOOP = "default"
 #: Extension fields of a declared loop's configuration applied again at every start.
 DECLARED = ("scenarios", "tracking")
@@ -45,8 +44,7 @@ class Registry:
         self.keys = keyring(settings.client_keys, settings.admin_keys)
         self.loops: dict[str, Loop] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._watch: threading.Thread | None = None
+        self._watch: Periodic | None = None
 
     def open(self) -> None:
         """Open stored loops, then create or re-key the declared ones and the default."""
@@ -68,15 +66,7 @@ class Registry:
 
     def watch(self, every: float = 0.5) -> None:
         """In a multi-process server: follow what other processes change in the store."""
-
-        def run() -> None:
-            while not self._stop.wait(every):
-                try:
-                    self.sync()
-                except Exception:
-                    log.exception("following the store failed")
-
-        self._watch = threading.Thread(target=run, name="watch", daemon=True)
+        self._watch = Periodic("following the store", every, self.sync)
         self._watch.start()
 
     def sync(self) -> None:
@@ -145,8 +135,7 @@ class Registry:
             self.store.delete_loop(name).result()  # with its tracked events
 
     def close(self) -> None:
-        self._stop.set()
         if self._watch is not None:
-            self._watch.join()
+            self._watch.stop()
         for loop in self.loops.values():
             loop.close()

@@ -38,7 +38,7 @@ class Service:
 
     def close(self) -> None:
         if self.upkeep is not None:
-            self.upkeep.stop()
+            self.upkeep.thread.stop()
         self.runner.close()
         self.registry.close()
         self.store.close()
@@ -76,7 +76,7 @@ def open_service(
             registry.watch()
         if train:
             service.upkeep = Upkeep(registry, service.runner)
-            service.upkeep.start()
+            service.upkeep.thread.start()
     except BaseException:
         service.close()
         raise

@@ -10,7 +10,6 @@ policy search when one is due (evaluation/service.py).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -19,6 +18,7 @@ from .evaluation.jobs import JobRunner
 from .evaluation.service import auto_optimize
 from .featurize import context_has
 from .loop import Loop
+from .periodic import Periodic
 from .recommendations.events import actor_hash
 from .registry import Registry
 
@@ -79,17 +79,11 @@ class Upkeep:
     def __init__(self, registry: Registry, runner: JobRunner) -> None:
         self.registry = registry
         self.runner = runner
-        self.every = registry.settings.retention_check_seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="upkeep", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        every = registry.settings.retention_check_seconds
+        # the first run soon after start
+        self.thread = Periodic(
+            "retention and auto-optimization", every, self.run_once, min(60, every)
+        )
 
     def run_once(self, now: float | None = None) -> int:
         """Retention, then auto-optimization where one is due; returns events deleted."""
@@ -101,12 +95,3 @@ class Upkeep:
             if auto_optimize(self.runner, loop, now):
                 log.info("loop %s: auto-optimization started", loop.name)
         return deleted
-
-    def _run(self) -> None:
-        delay = min(60.0, self.every)  # the first run soon after start
-        while not self._stop.wait(delay):
-            delay = self.every
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("retention or auto-optimization failed")

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 from ..errors import BanditloopError
 from ..loop import Loop
+from ..periodic import Periodic
 from ..store.base import TrackedEvent
 from .config import TrackingConfig
 from .events import PAGE
@@ -113,19 +114,9 @@ class Models:
 
     def __init__(self, loops: Callable[[], dict[str, Loop]], poll_seconds: float) -> None:
         self._loops = loops
-        self.poll = poll_seconds
         self.sets: dict[str, ModelSet] = {}
         self._build = threading.Lock()  # one catch-up at a time per process
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="recommendation-models", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        self.thread = Periodic("refreshing the recommendation models", poll_seconds, self._run)
 
     def get(self, loop: Loop) -> ModelSet:
         """The loop's models; built now if this process has none yet."""
@@ -141,14 +132,13 @@ class Models:
             return models
 
     def _run(self) -> None:
-        while not self._stop.wait(self.poll):
-            loops = self._loops()
-            for name in [n for n in self.sets if n not in loops]:
-                del self.sets[name]
-            for loop in list(loops.values()):
-                try:
-                    self.refresh(loop)
-                except BanditloopError as ex:  # e.g. a store without tracking
-                    log.warning("loop %s: models not refreshed: %s", loop.name, ex.message)
-                except Exception:
-                    log.exception("loop %s: refreshing the recommendation models failed", loop.name)
+        loops = self._loops()
+        for name in [n for n in self.sets if n not in loops]:
+            del self.sets[name]
+        for loop in list(loops.values()):
+            try:
+                self.refresh(loop)
+            except BanditloopError as ex:  # e.g. a store without tracking
+                log.warning("loop %s: models not refreshed: %s", loop.name, ex.message)
+            except Exception:
+                log.exception("loop %s: refreshing the recommendation models failed", loop.name)
