@@ -20,7 +20,9 @@ from fastapi.testclient import TestClient
 from banditloop.app import create_app
 from banditloop.config import Settings
 from banditloop.evaluation.jobs import EVALUATION, IMPORTANCE
+from banditloop.live import LivePolicy
 from banditloop.observability import JsonFormatter, RequestIdFilter
+from banditloop.policy import DEFAULT_POLICY, Policy
 from banditloop.store.base import JobRecord
 from helpers import V1, actions
 
@@ -175,12 +177,12 @@ def test_readyz_answers_ready_when_store_and_models_are(client: TestClient) -> N
 
 def test_readyz_is_503_with_an_error_body_when_a_model_is_missing(client: TestClient) -> None:
     loop = client.app.state.registry.loops["default"]  # type: ignore[attr-defined]
-    policy = loop.policy
-    loop.policy = object()  # no workspace loaded
+    live, loop.live = loop.live, LivePolicy(Policy(DEFAULT_POLICY))
+    loop.live.close()  # no workspace loaded
     try:
         r = client.get("/readyz")
     finally:
-        loop.policy = policy
+        loop.live = live
     assert r.status_code == 503
     assert r.json()["error"]["code"] == "ServiceUnavailable"
     assert "default" in r.json()["error"]["message"]

@@ -17,6 +17,7 @@ import pytest
 from banditloop.config import LoopConfig
 from banditloop.featurize import context_has
 from banditloop.items import Catalogue
+from banditloop.live import LivePolicy
 from banditloop.policy import DEFAULT_POLICY, Policy
 from banditloop.recommender import FallbackConfig
 from banditloop.store import SqliteStore, SqlStore
@@ -215,18 +216,13 @@ def test_a_write_takes_the_lock_within_milliseconds_of_its_release(tmp_path: Pat
 # -- PostgreSQL: several processes, one trainer per loop ---------------------------------
 
 
-def trainer(store: SqlStore, box: list[Policy], cfg: LoopConfig) -> Trainer:
-    """A trainer as a Loop makes it: loading a model replaces the policy in ``box``."""
-
-    def load(m: ModelRecord | None) -> None:
-        box[0] = Policy(DEFAULT_POLICY, m.blob if m else None)
-
+def trainer(store: SqlStore, cfg: LoopConfig) -> Trainer:
+    """A trainer as a Loop makes it, on a live policy of its own."""
     return Trainer(
         LOOP,
         store,
-        policy=lambda: box[0],
-        load=load,
-        config=lambda: cfg,
+        LivePolicy(Policy(DEFAULT_POLICY)),
+        cfg,
         latest=store.latest_model(LOOP),
         born=T0,
         batch=4,
@@ -247,8 +243,7 @@ def test_one_trainer_is_elected_and_a_dead_one_is_replaced_exactly_once(pg_url: 
     first, second = PostgresStore(pg_url), PostgresStore(pg_url)
     try:
         log(first, ds)
-        box1, box2 = [Policy(DEFAULT_POLICY)], [Policy(DEFAULT_POLICY)]
-        t1, t2 = trainer(first, box1, cfg), trainer(second, box2, cfg)
+        t1, t2 = trainer(first, cfg), trainer(second, cfg)
         assert drain(t1, T0 + 5 + WAIT) == 6 and t1.active
         assert t2.step(T0 + 5 + WAIT) == 0 and not t2.active, "the lock is taken"
         assert t1.save() is not None  # covers the first 6

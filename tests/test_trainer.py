@@ -10,6 +10,7 @@ import vowpalwabbit
 
 from banditloop.config import LoopConfig
 from banditloop.join import labelled
+from banditloop.live import LivePolicy
 from banditloop.policy import DEFAULT_POLICY, Policy
 from banditloop.ranking import plan
 from banditloop.store import SqlStore
@@ -58,14 +59,20 @@ def log(store: SqlStore, decisions: list[Decision]) -> None:
         assert store.append_decision(d).result() is None
 
 
+class Given(LivePolicy):
+    """The policy a test gives the trainer, which must never load another."""
+
+    def load(self, blob: bytes | None, args: str | None = None) -> None:
+        pytest.fail("the trainer starts from the model it was given")
+
+
 def make_trainer(store: SqlStore, policy: Policy, cfg: LoopConfig) -> Trainer:
     latest = store.latest_model(LOOP)
     return Trainer(
         LOOP,
         store,
-        policy=lambda: policy,
-        load=lambda model: pytest.fail("the trainer starts from the model it was given"),
-        config=lambda: cfg,
+        Given(policy),
+        cfg,
         latest=latest,
         born=T0,
         batch=4,  # several steps per test: batches must not overlap

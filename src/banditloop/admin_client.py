@@ -19,7 +19,7 @@ from .config import ServiceConfiguration, Settings
 from .errors import BanditloopError
 from .loop import Loop
 from .recommendations.config import ScenarioConfig
-from .recommendations.service import edit_scenario, track
+from .recommendations.service import TrackBatch, edit_scenario, track
 from .registry import Registry
 from .service import open_service
 from .store.base import Item
@@ -185,18 +185,14 @@ class LocalAdmin:
         return None
 
     def list_loops(self) -> list[dict[str, Any]]:
-        from .api.loops import info
-
-        return [info(loop) for loop in self.registry.loops.values()]
+        return [loop.info() for loop in self.registry.loops.values()]
 
     def create_loop(self, name: str, spec: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        from .api.loops import info
-
         keys = keyring(spec.get("clientKeys", ()), spec.get("adminKeys", ()))
         loop, created = self.registry.create(
             name, spec.get("configuration"), spec.get("policy"), keys
         )
-        return info(loop), created
+        return loop.info(), created
 
     def delete_loop(self, name: str) -> None:
         self.registry.delete(name)
@@ -217,10 +213,7 @@ class LocalAdmin:
             raise BanditloopError(f"Scenario {name} does not exist.")
 
     def track(self, events: list[dict[str, Any]]) -> dict[str, int]:
-        from .api.recommendations import TrackBatch
-
-        batch = TrackBatch.model_validate({"events": events})
-        return asyncio.run(track(self.loop, [e.incoming() for e in batch.events]))
+        return asyncio.run(track(self.loop, TrackBatch.checked(events)))
 
 
 @contextmanager

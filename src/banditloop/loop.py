@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -28,13 +28,14 @@ from .errors import BadRequest, Conflict
 from .featurize import FeatureLimits, check_text
 from .items import Catalogue
 from .join import IMPORTED
+from .live import LivePolicy
 from .policy import Policy, check_arguments, with_epsilon
-from .ranking import plan, plan_multislot, ranking
+from .ranking import SlotInput, plan, plan_multislot, ranking
 from .recommendations.events import EventLog
 from .recovery import load_policy
 from .sampling import sample_index, seed_for
 from .store import SqlStore
-from .store.base import Decision, LoggedEvent, LoopRecord, ModelRecord, SlotChoice
+from .store.base import Decision, LoggedEvent, LoopRecord, SlotChoice
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,8 @@ APPRENTICE_BATCH = 1000  # events in latestApprenticeModeMetrics.lastBatchMetric
 EXTENSION_FIELDS = ("recommender", "tracking", "scenarios")
 
 
-#: A multi-slot request's slot: id, features, excluded action ids, baseline action id.
-SlotInput = tuple[str, list[Any] | None, list[str] | None, str | None]
+#: The slots of a CCB example ranked as a single slot.
+ONE_SLOT = ({"_id": "0"},)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,19 @@ class RankInput:
     #: Re-ranking (see rerank.py): where the actions came from, "client", "recommender"
     #: or "fallback"; None for a plain Rank. If the model fails, the upstream order wins.
     source: str | None = None
+
+
+@dataclass(slots=True)  # made for every Rank: not frozen, which costs microseconds
+class PendingDecision:
+    """A decision made, to be logged: what ``Loop._log`` needs besides the request."""
+
+    event_id: str
+    example: str  # the VW JSON object the model saw, over action_ids
+    action_ids: list[str]
+    slots: list[SlotChoice]
+    body: dict[str, Any]  # the answer
+    multislot: bool
+    holdout: bool
 
 
 def check_event_id(event_id: str, code: str = "BadRequest") -> None:
@@ -105,13 +119,13 @@ class Loop:
         self.wire = ServiceConfiguration.model_validate(record.config)
         self.config = LoopConfig.from_wire(self.wire)
         # a corrupt newest model falls back to an older one, or to an empty one (recovery.py)
-        self.policy, latest = load_policy(store, settings, self.name, self.effective_args())
+        policy, latest = load_policy(store, settings, self.name, self.effective_args())
+        self.live = LivePolicy(policy)  # the model served; this loop owns it
         self.trainer = Trainer(
             self.name,
             store,
-            policy=lambda: self.policy,
-            load=self._load,
-            config=lambda: self.config,
+            self.live,
+            self.config,
             latest=latest,
             born=record.created,
             batch=settings.trainer_batch or 32,
@@ -137,32 +151,42 @@ class Loop:
         rec = self.store.get_loop(self.name)
         if rec is None:
             return
-        with self.trainer.lock:
+        with self.live.lock:
             before = (self.record, self.wire, self.config)
-            old_args = self.effective_args()
             if rec != self.record:
                 self.record = rec
-                self.wire = ServiceConfiguration.model_validate(rec.config)
-                self.config = LoopConfig.from_wire(self.wire)
+                self._configure(ServiceConfiguration.model_validate(rec.config))
             try:
                 if self.store.model_number(self.name) != self.trainer.saved:
                     latest = self.store.latest_model(self.name)
                     if latest is not None:
-                        self._load(latest)
+                        self.live.load(latest.blob, self.effective_args())
                         self.trainer.adopt(latest)
-                elif self.effective_args() != old_args:  # exploration changed: keep the model
-                    self.policy = Policy(self.effective_args(), self.policy.save())
+                elif self.effective_args() != self.live.args:  # exploration: keep the model
+                    self.live.restart(self.effective_args())
             except BadRequest as ex:  # e.g. a new policy whose model is not saved yet
                 log.info("loop %s: not following the store yet: %s", self.name, ex.message)
-                self.record, self.wire, self.config = before  # and try again next time
+                self.record = before[0]  # and try again next time
+                self._configure(*before[1:])
 
-    def _load(self, model: ModelRecord | None) -> None:
-        """Serve ``model`` (None: an empty model), e.g. when this process takes over training."""
-        self.policy = Policy(self.effective_args(), model.blob if model else None)
+    def _configure(self, wire: ServiceConfiguration, config: LoopConfig | None = None) -> None:
+        """Take a service configuration (and its rules, if checked already)."""
+        self.wire = wire
+        self.config = self.trainer.config = config or LoopConfig.from_wire(wire)
+
+    @property
+    def policy(self) -> Policy:
+        """The policy served now (a rank takes it once: see live.py)."""
+        return self.live.policy
+
+    @property
+    def ready(self) -> bool:
+        """Whether the loop has its model loaded."""
+        return self.live.ready
 
     def close(self) -> None:
         self.trainer.stop()
-        self.policy.close()
+        self.live.close()
 
     def effective_args(self) -> str:
         """The policy arguments with ``--epsilon`` set from explorationPercentage."""
@@ -172,30 +196,44 @@ class Loop:
     def model_version(self) -> str:
         return str(self.trainer.saved)
 
+    def info(self) -> dict[str, Any]:
+        """What a list of loops shows of this one (GET /loops)."""
+        return {
+            "name": self.name,
+            "path": f"/loops/{self.name}/personalizer",
+            "policy": self.record.policy,
+            "learningMode": self.config.learning_mode,
+            "modelVersion": self.model_version,
+        }
+
     # -- client calls -------------------------------------------------------------
 
     async def rank(self, req: RankInput) -> bytes:
         """Choose an action, log the decision durably, and return the response body."""
         if req.event_id is not None:
             check_event_id(req.event_id, "InvalidRankRequest")
-        max_actions = self.settings.max_actions
-        p = plan(req.context_features, req.actions, req.excluded, max_actions, self._limits())
+        policy = self.live.policy  # this one throughout, even if a new one comes meanwhile
+        multislot = policy.multislot
+        p = plan(
+            req.context_features,
+            req.actions,
+            req.excluded,
+            self.settings.max_actions,
+            self._limits(),
+            ONE_SLOT if multislot else None,  # both kinds of rank share a CCB model
+        )
         event_id = req.event_id or uuid.uuid4().hex
         mode = self.config.learning_mode
-        multislot = self.policy.multislot
         n = len(p.vw_ids)
-        example = p.example
-        if multislot:  # a one-slot CCB example, so that both kinds of rank share the model
-            example = example[:-1] + ',"_slots":[{"_id":"0"}]}'
         try:
             if mode == "LoggingOnly" or n == 1:
                 pmf = [1.0] + [0.0] * (n - 1)
             elif multislot:
                 pmf = [0.0] * n
-                for i, prob in self.policy.slot_pmf(example):
+                for i, prob in policy.slot_pmf(p.example):
                     pmf[i] = prob
             else:
-                pmf = self.policy.pmf(p.example)
+                pmf = policy.pmf(p.example)
         except Exception:
             if req.source is None:
                 raise
@@ -215,11 +253,12 @@ class Loop:
         if req.source in ("recommender", "fallback"):
             body["source"] = req.source
         if self.wire.isInferenceExplainabilityEnabled and not multislot and n > 1:
-            explained = self.policy.explain(p.example)
+            explained = policy.explain(p.example)
             body["inferenceExplanation"] = [
                 {"id": a, "features": f} for a, f in zip(p.vw_ids, explained, strict=True)
             ]
-        return await self._log(req, event_id, example, p.vw_ids, [slot], body, multislot, holdout)
+        made = PendingDecision(event_id, p.example, p.vw_ids, [slot], body, multislot, holdout)
+        return await self._log(req, made)
 
     def _holdout(self, event_id: str) -> bool:
         """Whether an event is in the holdout: a hash of its ID, independent of sampling's."""
@@ -228,7 +267,8 @@ class Loop:
 
     async def rank_multislot(self, req: RankInput, slots: list[SlotInput]) -> bytes:
         """Fill each slot in order with a distinct action; log the decision durably."""
-        if not self.policy.multislot:
+        policy = self.live.policy  # this one throughout, even if a new one comes meanwhile
+        if not policy.multislot:
             raise BadRequest(
                 "Multi-slot feature is currently disabled. Replace --cb_explore_adf with "
                 "--ccb_explore_adf in the policy to enable it.",
@@ -250,7 +290,7 @@ class Loop:
             if mode == "LoggingOnly":
                 pmf = [float(i == slot.baseline) for i in allowed]
             elif len(allowed) > 1:
-                scores = dict(self.policy.slot_pmf(p.with_slots([slot.vw_object(allowed)])))
+                scores = dict(policy.slot_pmf(p.with_slots([slot.vw_object(allowed)])))
                 pmf = [scores.get(i, 0.0) for i in allowed]
             else:
                 pmf = [1.0] * len(allowed)
@@ -268,50 +308,41 @@ class Loop:
             answer.append({"id": slot.id, "rewardActionId": p.action_ids[action]})
         example = p.with_slots([s.vw_object() for s in p.slots])
         body = {"slots": answer, "eventId": event_id}
-        return await self._log(req, event_id, example, p.action_ids, choices, body, True, holdout)
+        made = PendingDecision(event_id, example, p.action_ids, choices, body, True, holdout)
+        return await self._log(req, made)
 
     def _limits(self) -> FeatureLimits:
         """What one request's features may hold (counted while plan cleans them)."""
         s = self.settings
         return FeatureLimits("InvalidRankRequest", s.max_features, s.max_string_length)
 
-    async def _log(
-        self,
-        req: RankInput,
-        event_id: str,
-        example: str,
-        action_ids: list[str],
-        slots: list[SlotChoice],
-        body: dict[str, Any],
-        multislot: bool,
-        holdout: bool = False,
-    ) -> bytes:
+    async def _log(self, req: RankInput, made: PendingDecision) -> bytes:
         """Log a decision durably; a retry with the same body gets the first answer."""
-        response = orjson.dumps(body)
+        response = orjson.dumps(made.body)
         now = time.time()
         decision = Decision(
             loop=self.name,
-            event_id=event_id,
+            event_id=made.event_id,
             ts=now,
             close_at=now + self.config.reward_wait,
             deferred=req.defer_activation,
             request_hash=req.body_hash,
-            example=example,
-            action_ids=action_ids,
-            slots=slots,
+            example=made.example,
+            action_ids=made.action_ids,
+            slots=made.slots,
             response=response,
             model_version=self.model_version,
             mode=self.config.learning_mode,
-            multislot=multislot,
+            multislot=made.multislot,
             source=req.source,
-            holdout=holdout,
+            holdout=made.holdout,
         )
         existing = await asyncio.wrap_future(self.store.append_decision(decision))
         if existing is None:
             return response
         if existing.request_hash != req.body_hash:
             raise Conflict(
-                f"EventId {event_id} was already used for a different Rank request.",
+                f"EventId {made.event_id} was already used for a different Rank request.",
                 "EventIdConflict",
             )
         return existing.response
@@ -394,11 +425,11 @@ class Loop:
             )
             self._persist(config=new.model_dump(mode="json"))
             old = self.config
-            self.wire, self.config = new, config
+            self._configure(new, config)
             if config.reward_wait != old.reward_wait:
                 self.store.reschedule(self.name, old.reward_wait, config.reward_wait).result()
             if config.exploration != old.exploration:
-                self._swap(lambda: Policy(self.effective_args(), self.policy.save()))
+                self.live.restart(self.effective_args())
             return self.service_configuration()
 
     def update_extensions(self, **changes: Any) -> dict[str, Any]:
@@ -424,7 +455,7 @@ class Loop:
         effective = with_epsilon(arguments, self.config.exploration)
         with self._admin:
             self._persist(policy_name=name, policy=arguments)
-            self._swap(lambda: Policy(effective), new_model=True)
+            self._new_model(None, effective)
             return self.policy_contract()
 
     def export_model(self) -> bytes:
@@ -433,18 +464,18 @@ class Loop:
             latest = self.store.latest_model(self.name)
             if self.trainer.active and (latest is None or self.trainer.dirty):
                 latest = self.trainer.save()
-            return latest.blob if latest is not None else self.policy.save()
+            return latest.blob if latest is not None else self.live.policy.save()
 
     def import_model(self, blob: bytes) -> None:
         """Replace the model; the file is tried in a child process first."""
         effective = self.effective_args()
         vwcheck.check(effective, blob)
         with self._admin:
-            self._swap(lambda: Policy(effective, blob), new_model=True, blob=blob)
+            self._new_model(blob, effective)
 
     def reset_model(self) -> None:
         with self._admin:
-            self._swap(lambda: Policy(self.effective_args()), new_model=True)
+            self._new_model(None, self.effective_args())
 
     def model_properties(self) -> dict[str, Any]:
         latest = self.store.latest_model(self.name)
@@ -489,12 +520,9 @@ class Loop:
         self.record = replace(self.record, **changes)
         self.store.put_loop(self.record).result()
 
-    def _swap(
-        self, make: Callable[[], Policy], new_model: bool = False, blob: bytes | None = None
-    ) -> None:
-        """Make a new policy live between two trainer steps. Ranks in flight finish on
-        the old one, which is freed when they drop it."""
-        with self.trainer.lock:
-            self.policy = make()
-            if new_model:
-                self.trainer.save(blob=blob, born=time.time())
+    def _new_model(self, blob: bytes | None, args: str) -> None:
+        """Serve a new model (a file, or None: an empty one) between two trainer steps,
+        saved at once as the start of a new lineage; ranks in flight finish on the old."""
+        with self.live.lock:
+            self.live.load(blob, args)
+            self.trainer.save(blob=blob, born=time.time())

@@ -38,9 +38,25 @@ def plan(
     excluded: Sequence[str] | None,
     max_actions: int = 50,
     limits: FeatureLimits | None = None,
+    slots: Sequence[dict[str, Any]] | None = None,
 ) -> RankPlan:
-    """Validate a rank request as the original did and build its VW example; the
-    features count against ``limits`` (max_features, max_string_length) if given."""
+    """Validate a rank request as the original did and build its VW example (with
+    ``_slots``, if given: a CCB example); the features count against ``limits``
+    (max_features, max_string_length) if given."""
+    example, kept_ids, ids = _example(context_features, actions, excluded, max_actions, limits)
+    if slots is not None:
+        example["_slots"] = slots
+    return RankPlan(example=dumps(example), vw_ids=kept_ids, all_ids=ids)
+
+
+def _example(
+    context_features: Sequence[Any] | None,
+    actions: Sequence[tuple[str, Sequence[Any] | None]],
+    excluded: Sequence[str] | None,
+    max_actions: int,
+    limits: FeatureLimits | None,
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """The example object of a checked request, the ids of its actions, every action id."""
     limits = limits or FeatureLimits(CODE)
     if not 1 <= len(actions) <= max_actions:
         raise BadRequest(f"Action count should be between 1 and {max_actions}.", CODE)
@@ -62,11 +78,7 @@ def plan(
             raise BadRequest("Every action should have at least one non-null action feature.", CODE)
         if action_id not in excluded_set:
             kept.append((action_id, cleaned))
-    return RankPlan(
-        example=dumps(context_object(context, kept)),
-        vw_ids=[a for a, _ in kept],
-        all_ids=ids,
-    )
+    return context_object(context, kept), [a for a, _ in kept], ids
 
 
 def ranking(plan: RankPlan, pmf: Sequence[float], chosen: int) -> list[dict[str, Any]]:
@@ -76,6 +88,16 @@ def ranking(plan: RankPlan, pmf: Sequence[float], chosen: int) -> list[dict[str,
     kept = set(plan.vw_ids)
     out.extend({"id": a, "probability": 0.0} for a in plan.all_ids if a not in kept)
     return out
+
+
+@dataclass(frozen=True)
+class SlotInput:
+    """A multi-slot request's slot, as plain data."""
+
+    id: str
+    features: Sequence[Any] | None
+    excluded: Sequence[str] | None  # action ids this slot may not show
+    baseline: str | None  # the action id it shows by default (required)
 
 
 @dataclass(frozen=True)
@@ -95,34 +117,34 @@ class SlotPlan:
 
 @dataclass(frozen=True)
 class MultiSlotPlan:
-    base: str  # example JSON without slots: every action, in request order
+    base: dict[str, Any]  # the example object without slots: every action, in request order
     action_ids: list[str]
     slots: list[SlotPlan]
 
     def with_slots(self, slots: list[dict[str, Any]]) -> str:
-        return self.base[:-1] + ',"_slots":' + dumps(slots) + "}"
+        """The example JSON with these slots."""
+        return dumps({**self.base, "_slots": slots})
 
 
 def plan_multislot(
     context_features: Sequence[Any] | None,
     actions: Sequence[tuple[str, Sequence[Any] | None]],
-    slots: Sequence[tuple[str, Sequence[Any] | None, Sequence[str] | None, str | None]],
+    slots: Sequence[SlotInput],
     max_actions: int = 50,
     limits: FeatureLimits | None = None,
 ) -> MultiSlotPlan:
-    """Validate a multi-slot request as the original did; slots are (id, features,
-    excluded action ids, baseline action id)."""
+    """Validate a multi-slot request as the original did."""
     limits = limits or FeatureLimits(CODE)
-    p = plan(context_features, actions, None, max_actions, limits)
-    index = {a: i for i, a in enumerate(p.all_ids)}
+    base, _, all_ids = _example(context_features, actions, None, max_actions, limits)
+    index = {a: i for i, a in enumerate(all_ids)}
     if not 1 <= len(slots) <= len(index):
         raise BadRequest(
             f"Slot count should be between 1 and the number of actions ({len(index)}).", CODE
         )
-    ids = [check_text(s[0], CODE) for s in slots]
+    ids = [check_text(s.id, CODE) for s in slots]
     if any(not s for s in ids) or len(set(ids)) != len(ids):
         raise BadRequest("Slot ids must be non-empty and unique.", CODE)
-    baselines = [s[3] for s in slots]
+    baselines = [s.baseline for s in slots]
     if any(not b for b in baselines):
         raise BadRequest("BaselineAction must be defined for every slot.", CODE)
     if len(set(baselines)) != len(baselines) or any(b not in index for b in baselines):
@@ -132,14 +154,14 @@ def plan_multislot(
             CODE,
         )
     planned = []
-    for slot_id, features, excluded, baseline in slots:
-        excluded_set = set(excluded or ())
+    for slot in slots:
+        excluded_set = set(slot.excluded or ())
         if not excluded_set <= index.keys():
             raise BadRequest("All excluded action ID's must have corresponding action ID", CODE)
-        if baseline in excluded_set:
+        if slot.baseline in excluded_set:
             raise BadRequest("BaselineAction should never be part of ExcludedActions.", CODE)
         allowed = [i for a, i in index.items() if a not in excluded_set]
-        assert baseline is not None
-        cleaned = clean_features(features, CODE, limits)
-        planned.append(SlotPlan(slot_id, allowed, index[baseline], cleaned))
-    return MultiSlotPlan(p.example, p.all_ids, planned)
+        assert slot.baseline is not None
+        cleaned = clean_features(slot.features, CODE, limits)
+        planned.append(SlotPlan(slot.id, allowed, index[slot.baseline], cleaned))
+    return MultiSlotPlan(base, all_ids, planned)

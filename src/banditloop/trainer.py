@@ -21,12 +21,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from .config import LoopConfig
 from .join import outcome, training_example
-from .policy import Policy
+from .live import LivePolicy
 from .store import SqlStore
 from .store.base import ModelRecord
 
@@ -42,15 +41,18 @@ class TrainerStats:
 
 
 class Trainer:
-    """Learns a loop's closed events into its policy, off the request path."""
+    """Learns a loop's closed events into its live policy, off the request path.
+
+    The loop owns the policy (``live``) and the configuration (``config``, which it
+    replaces when it changes); the trainer learns into the one under the other's
+    rules, and loads the newest saved model into ``live`` when it takes over."""
 
     def __init__(
         self,
         loop: str,
         store: SqlStore,
-        policy: Callable[[], Policy],
-        load: Callable[[ModelRecord | None], None],
-        config: Callable[[], LoopConfig],
+        live: LivePolicy,
+        config: LoopConfig,
         latest: ModelRecord | None,
         born: float,
         batch: int = 32,
@@ -58,9 +60,8 @@ class Trainer:
     ) -> None:
         self.loop = loop
         self.store = store
-        self._policy = policy
-        self._load = load  # makes a saved model (None: an empty one) the loop's policy
-        self._config = config
+        self.live = live
+        self.config = config
         self.saved = latest.number if latest else 0  # the newest model this process knows
         self.mark = (latest.covers if latest else 0) + 1  # what this trainer marks events with
         self.events_learned = latest.events_learned if latest else 0
@@ -73,7 +74,6 @@ class Trainer:
         self._dirty = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.lock = threading.RLock()  # one step, checkpoint or model swap at a time
 
     def recover(self) -> int:
         """Forget marks no saved model covers; returns how many."""
@@ -84,10 +84,10 @@ class Trainer:
         if not self.store.lead(self.loop):
             self._step_down()
             return 0
-        with self.lock:
+        with self.live.lock:
             if not self.active:
                 self._take_over()
-            cfg = self._config()
+            cfg = self.config
             events = self.store.closed_events(self.loop, now or time.time(), self.batch)
             if not events:
                 return 0
@@ -99,7 +99,7 @@ class Trainer:
             ]
             self.stats.skipped += len(events) - len(lines)
             if lines:
-                self._policy().learn(lines)
+                self.live.policy.learn(lines)
             try:
                 self.store.mark_learned(self.loop, outcomes, self.mark).result()
             except Exception:  # learned but not marked: start again from the saved model
@@ -110,11 +110,19 @@ class Trainer:
             self._dirty = True
             return len(events)
 
+    def drain(self, now: float | None = None) -> int:
+        """Learn everything closed by ``now``: steps until one handles nothing; returns
+        how many events were handled."""
+        total = 0
+        while handled := self.step(now):
+            total += handled
+        return total
+
     def _take_over(self) -> None:
         """Become the loop's trainer, from the newest saved model."""
         latest = self.store.latest_model(self.loop)
         if self._stale or (latest.number if latest else 0) != self.saved:
-            self._load(latest)
+            self.live.load(latest.blob if latest else None)
             if latest is not None:
                 self.adopt(latest)
             else:
@@ -125,7 +133,7 @@ class Trainer:
         log.info("loop %s: training (model %d; %d marks undone)", self.loop, self.saved, forgotten)
 
     def _step_down(self) -> None:
-        with self.lock:
+        with self.live.lock:
             if self.active:
                 log.warning("loop %s: another process trains it now", self.loop)
                 self.active, self._stale, self._dirty = False, True, False
@@ -141,8 +149,8 @@ class Trainer:
         ``born`` starts a new model lineage (import or reset).  Saved by the active
         trainer, it covers this trainer's marks; saved by any other process (an
         administrative change), every mark made so far."""
-        with self.lock:
-            policy = self._policy()
+        with self.live.lock:
+            policy = self.live.policy
             if born is not None:
                 self.born = born
             record = ModelRecord(
@@ -167,7 +175,7 @@ class Trainer:
 
     def adopt(self, model: ModelRecord) -> None:
         """Take ``model`` as the newest saved one (the caller loads it into the policy)."""
-        with self.lock:
+        with self.live.lock:
             self.saved = model.number
             self.mark = max(self.mark, model.covers + 1)
             self.events_learned = model.events_learned
@@ -178,7 +186,7 @@ class Trainer:
         while not self._stop.is_set():
             try:
                 handled = self.step()
-                due = time.time() - self.stats.last_checkpoint >= self._config().export_every
+                due = time.time() - self.stats.last_checkpoint >= self.config.export_every
                 if self._dirty and due:
                     self.save()
             except Exception:  # keep training; the store or VW may recover

@@ -1,4 +1,5 @@
-"""Client endpoints: Rank, Reward, Activate."""
+"""Client endpoints: Rank (with its extensions: re-ranking, the recommender), Reward,
+Activate, and their multi-slot forms."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
 from ..loop import MAX_EVENT_ID, Loop, RankInput, body_hash
-from ..rerank import Reranker
+from ..ranking import SlotInput
+from ..rerank import Reranker, RerankRequest
 from .deps import ClientLoop
-from .rerank import rank_extended
 from .routing import OrjsonRoute
 from .schemas import (
     ERROR_RESPONSES,
@@ -40,20 +41,40 @@ async def rank(body: RankRequest, loop: ClientLoop, request: Request) -> Respons
     return Response(content, status_code=201, media_type="application/json")
 
 
+def rank_hash(body: RankRequest | MultiSlotRankRequest) -> str:
+    """Identity of a Rank body, to tell a retry from a reuse of its event ID. Only a
+    client's own event ID can be retried, so only then is it needed; a Rank with an
+    extension is hashed always, which refuses a body that JSON cannot carry."""
+    if body.eventId is None and not body.extended:
+        return ""
+    return body_hash(body.identity())
+
+
 async def answer_rank(body: RankRequest, loop: Loop, reranker: Reranker) -> bytes:
     """The body of a Rank's answer: the route's and the fast path's (api/fastpath.py)."""
-    if body.actions is None or body.rerank or body.recommenderParams is not None:
-        return await rank_extended(reranker, body, loop)
-    req = RankInput(
+    if body.extended:
+        req = RerankRequest(
+            context_features=body.contextFeatures,
+            actions=None
+            if body.actions is None
+            else [(a.id, a.features, a.upstreamScore) for a in body.actions],
+            excluded=body.excludedActions,
+            event_id=body.eventId,
+            defer_activation=bool(body.deferActivation),
+            body_hash=rank_hash(body),
+            params=body.recommenderParams,
+        )
+        return await reranker.rank(loop, req)
+    assert body.actions is not None  # not extended
+    plain = RankInput(
         context_features=body.contextFeatures,
         actions=[(a.id, a.features) for a in body.actions],
         excluded=body.excludedActions,
         event_id=body.eventId,
         defer_activation=bool(body.deferActivation),
-        # only a client's own event ID can be retried, so only then is the body compared
-        body_hash=body_hash(body.identity()) if body.eventId else "",
+        body_hash=rank_hash(body),
     )
-    return await loop.rank(req)
+    return await loop.rank(plain)
 
 
 @router.post("/events/{eventId}/reward", status_code=204, tags=["client"])
@@ -81,10 +102,10 @@ async def rank_multislot(body: MultiSlotRankRequest, loop: ClientLoop) -> Respon
         excluded=None,
         event_id=body.eventId,
         defer_activation=bool(body.deferActivation),
-        body_hash=body_hash(body.model_dump()) if body.eventId else "",
+        body_hash=rank_hash(body),
     )
     slots = [
-        (s.id, s.positionFeatures or s.features, s.excludedActions, s.baselineAction)
+        SlotInput(s.id, s.positionFeatures or s.features, s.excludedActions, s.baselineAction)
         for s in body.slots
     ]
     content = await loop.rank_multislot(req, slots)

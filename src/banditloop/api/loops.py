@@ -10,7 +10,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from ..auth import keyring
-from ..loop import Loop
 from .deps import ServerAdmin
 from .schemas import ERROR_RESPONSES
 
@@ -35,20 +34,10 @@ class LoopInfo(BaseModel):
     modelVersion: str
 
 
-def info(loop: Loop) -> dict[str, Any]:
-    return {
-        "name": loop.name,
-        "path": f"/loops/{loop.name}/personalizer",
-        "policy": loop.record.policy,
-        "learningMode": loop.config.learning_mode,
-        "modelVersion": loop.model_version,
-    }
-
-
 @router.get("", response_model=list[LoopInfo])
 async def list_loops(reg: ServerAdmin) -> list[dict[str, Any]]:
     """Every loop this server hosts."""
-    return [info(loop) for loop in reg.loops.values()]
+    return [loop.info() for loop in reg.loops.values()]
 
 
 @router.put(
@@ -66,7 +55,7 @@ async def create_loop(
     loop, created = await run_in_threadpool(
         reg.create, loop_name, spec.configuration, spec.policy, keys
     )
-    body = LoopInfo.model_validate(info(loop)).model_dump_json()
+    body = LoopInfo.model_validate(loop.info()).model_dump_json()
     return Response(body, status_code=201 if created else 200, media_type="application/json")
 
 

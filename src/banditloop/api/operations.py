@@ -11,19 +11,18 @@ from starlette.responses import Response
 
 from .. import metrics
 from ..errors import Unavailable
+from ..registry import Registry
 from .errors import error_response
 
 router = APIRouter(tags=["operations"])
 
 
 def _check_ready(request: Request) -> dict[str, Any]:
-    reg = getattr(request.app.state, "registry", None)
+    reg: Registry | None = getattr(request.app.state, "registry", None)
     if reg is None:
         raise Unavailable("The server is starting or stopping.")
-    reg.store.ping()
-    missing = [
-        name for name, loop in list(reg.loops.items()) if getattr(loop.policy, "_ws", None) is None
-    ]
+    reg.store.ping()  # Unavailable: closed, or cannot be read
+    missing = [name for name, loop in list(reg.loops.items()) if not loop.ready]
     if missing:
         raise Unavailable(f"No model loaded for loop(s): {', '.join(sorted(missing))}.")
     return {"status": "ready", "loops": len(reg.loops)}

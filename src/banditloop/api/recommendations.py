@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request
@@ -11,60 +10,18 @@ from pydantic import BaseModel, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from ..dsjson import parse_timestamp
-from ..errors import BadRequest, NotFound
+from ..errors import NotFound
 from ..featurize import check_text
-from ..loop import Loop, body_hash, check_event_id
-from ..recommendations.config import EVENT_TYPE, ScenarioConfig
-from ..recommendations.service import Ask, Incoming, Recommendations, edit_scenario
+from ..loop import Loop, body_hash
+from ..recommendations.config import ScenarioConfig
+from ..recommendations.service import Ask, Id, Recommendations, TrackBatch, edit_scenario
 from ..recommendations.service import track as track_events
 from ..recommender import Param
 from .deps import AdminLoop, ClientLoop
 from .schemas import ERROR_RESPONSES
 
 router = APIRouter(responses=ERROR_RESPONSES, tags=["extension"])
-MAX_EVENTS = 1000
-Id = Annotated[str | None, Field(None, min_length=1, max_length=256)]
 ScenarioName = Annotated[str, Path(max_length=64, description="The scenario's name.")]
-
-
-class TrackIn(BaseModel):
-    type: str = Field(
-        pattern=EVENT_TYPE.pattern,
-        description="click, buy, consume, rate, basket, view, or a custom type.",
-    )
-    itemId: str = Field(min_length=1, max_length=256)
-    userId: Id = Field(None, description="Hashed before it is stored.")
-    sessionId: Id = Field(None, description="Hashed before it is stored.")
-    timestamp: float | str | None = Field(
-        None, description="Seconds since the epoch, or ISO-8601; default now (never later)."
-    )
-    value: float | None = Field(
-        None, allow_inf_nan=False, description="Rating, price, share consumed."
-    )
-    eventId: Id = Field(None, description="The Rank (or recommendation) that led to it.")
-
-    def incoming(self) -> Incoming:
-        for text in (self.itemId, self.userId, self.sessionId, self.eventId):
-            if text is not None:
-                check_text(text, "BadRequest")
-        if self.eventId is not None:
-            check_event_id(self.eventId)
-        ts = self.timestamp
-        if isinstance(ts, str):
-            try:
-                ts = parse_timestamp(ts)
-            except ValueError:
-                raise BadRequest(f"timestamp {ts!r} is not an ISO-8601 time.") from None
-        if ts is not None and not (math.isfinite(ts) and 0 <= ts < 1e11):
-            raise BadRequest("timestamp must be seconds since 1970 or an ISO-8601 time.")
-        return Incoming(
-            self.type, self.itemId, self.userId, self.sessionId, ts, self.value, self.eventId
-        )
-
-
-class TrackBatch(BaseModel):
-    events: list[TrackIn] = Field(min_length=1, max_length=MAX_EVENTS)
 
 
 class Tracked(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -49,10 +49,17 @@ class RankRequest(_Wire):
         "fill its URL template (docs/reranking.md).",
     )
 
+    @property
+    def extended(self) -> bool:
+        """Whether the Rank uses an extension: re-ranking, or the loop's recommender."""
+        return self.actions is None or bool(self.rerank) or self.recommenderParams is not None
+
     def identity(self) -> dict[str, Any]:
-        """What tells a retried plain Rank from a reused event ID: its fields without the
-        extensions, as before they existed (built directly: a ``model_dump`` with an
-        ``exclude`` was 25 µs of every Rank)."""
+        """What tells a retried Rank from a reused event ID: all its fields; a plain Rank's
+        without the extensions, as before they existed (built directly: a ``model_dump``
+        with an ``exclude`` was 25 µs of every Rank)."""
+        if self.extended:
+            return self.model_dump()
         actions = self.actions
         return {
             "contextFeatures": self.contextFeatures,
@@ -94,6 +101,12 @@ class MultiSlotRankRequest(_Wire):
     slots: list[SlotRequest] = Field(json_schema_extra={"minItems": 1, "maxItems": 50})
     eventId: str | None = Field(None, max_length=256)
     deferActivation: bool | None = False
+
+    extended: ClassVar[bool] = False  # no extension fields
+
+    def identity(self) -> dict[str, Any]:
+        """What tells a retried multi-slot Rank from a reused event ID: all its fields."""
+        return self.model_dump()
 
 
 class SlotResponse(_Wire):

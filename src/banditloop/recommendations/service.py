@@ -1,4 +1,5 @@
-"""Tracking and recommending, as the API and the CLI call them.
+"""Tracking and recommending, as the API and the CLI call them (``TrackBatch`` is what
+both receive).
 
 ``track`` stores a batch of user events durably and turns each event that names
 the Rank which led to it (``eventId``) into a Reward for that decision, when the
@@ -11,25 +12,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
+from pydantic import BaseModel, Field
 
+from ..dsjson import parse_timestamp
 from ..errors import BadRequest, NotFound, RecommenderFailure
-from ..loop import Loop, RankInput
+from ..featurize import check_text
+from ..loop import Loop, RankInput, check_event_id
 from ..recommender import Param, fetch
 from ..rerank import Reranker, with_upstream
 from ..store.base import TrackedEvent
 from .builder import Models, tracking_of
-from .config import ScenarioConfig, check_scenario_name
+from .config import EVENT_TYPE, ScenarioConfig, check_scenario_name
 from .events import actor_hash
 from .models import Scored
 from .scenario import HISTORY_EVENTS, Gatherer, Visit, taste
 
 log = logging.getLogger(__name__)
+MAX_EVENTS = 1000  # tracked events per call
+Id = Annotated[str | None, Field(None, min_length=1, max_length=256)]
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,50 @@ class Incoming:
     ts: float | None
     value: float | None
     event_id: str | None
+
+
+class TrackIn(BaseModel):
+    type: str = Field(
+        pattern=EVENT_TYPE.pattern,
+        description="click, buy, consume, rate, basket, view, or a custom type.",
+    )
+    itemId: str = Field(min_length=1, max_length=256)
+    userId: Id = Field(None, description="Hashed before it is stored.")
+    sessionId: Id = Field(None, description="Hashed before it is stored.")
+    timestamp: float | str | None = Field(
+        None, description="Seconds since the epoch, or ISO-8601; default now (never later)."
+    )
+    value: float | None = Field(
+        None, allow_inf_nan=False, description="Rating, price, share consumed."
+    )
+    eventId: Id = Field(None, description="The Rank (or recommendation) that led to it.")
+
+    def incoming(self) -> Incoming:
+        for text in (self.itemId, self.userId, self.sessionId, self.eventId):
+            if text is not None:
+                check_text(text, "BadRequest")
+        if self.eventId is not None:
+            check_event_id(self.eventId)
+        ts = self.timestamp
+        if isinstance(ts, str):
+            try:
+                ts = parse_timestamp(ts)
+            except ValueError:
+                raise BadRequest(f"timestamp {ts!r} is not an ISO-8601 time.") from None
+        if ts is not None and not (math.isfinite(ts) and 0 <= ts < 1e11):
+            raise BadRequest("timestamp must be seconds since 1970 or an ISO-8601 time.")
+        return Incoming(
+            self.type, self.itemId, self.userId, self.sessionId, ts, self.value, self.eventId
+        )
+
+
+class TrackBatch(BaseModel):
+    events: list[TrackIn] = Field(min_length=1, max_length=MAX_EVENTS)
+
+    @classmethod
+    def checked(cls, events: list[dict[str, Any]]) -> list[Incoming]:
+        """Tracked events as the API's JSON gives them, checked: what ``track`` takes."""
+        return [e.incoming() for e in cls.model_validate({"events": events}).events]
 
 
 @dataclass(frozen=True)
