@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from banditloop.errors import BadRequest
-from banditloop.ranking import plan, ranking
+from banditloop.ranking import SlotInput, plan, plan_multislot, ranking
 
 FEAT = [{"f": 1}]
 
@@ -124,3 +125,24 @@ def test_ranking_example() -> None:
         {"id": "a", "probability": pytest.approx(0.1)},
         {"id": "b", "probability": 0.0},
     ]
+
+
+def test_slots_are_part_of_the_example_object() -> None:
+    """A CCB example gets its slots as a key of the same object, so the JSON is what the
+    example without slots would be with ``_slots`` added last (logged examples keep
+    their bytes)."""
+    context = [{"user": {"id": "u1"}}]
+    plain = plan(context, acts(3), None).example
+    one = plan(context, acts(3), None, slots=[{"_id": "0"}]).example
+    assert one == plain[:-1] + ',"_slots":[{"_id":"0"}]}'
+    slots = [SlotInput("s1", [{"pos": 1}], ["a2"], "a0"), SlotInput("s2", None, None, "a1")]
+    multi = plan_multislot(context, acts(3), slots)
+    body = multi.with_slots([s.vw_object() for s in multi.slots])
+    assert orjson.loads(body) == {
+        **orjson.loads(plain),
+        "_slots": [
+            {"_id": "s1", "_inc": [0, 1], "sj": [{"pos": 1}]},
+            {"_id": "s2", "_inc": [0, 1, 2]},
+        ],
+    }
+    assert body.startswith(plain[:-1] + ',"_slots":[')
