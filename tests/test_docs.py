@@ -78,3 +78,12 @@ def test_every_exception_is_in_the_one_error_tree() -> None:
     assert elsewhere == {}, "define exceptions in errors.py"
     tree = errors.__doc__ or ""
     assert [name for name in defined if name not in tree] == []
+
+
+def test_the_readme_names_every_module_in_its_source_layout() -> None:
+    readme = (DOCS.parent / "README.md").read_text()
+    layout = readme[readme.index("Source layout") :]
+    names = [p.name for p in SRC.glob("*.py") if p.name != "__main__.py"]
+    names += [f"{p.name}/" for p in SRC.iterdir() if (p / "__init__.py").exists()]
+    names += [p.name for p in (SRC / "store").glob("*.py") if p.name != "__init__.py"]
+    assert [name for name in sorted(names) if f"`{name}`" not in layout] == []
