@@ -20,10 +20,12 @@ import pytest
 import banditloop
 from banditloop import Loop, RankInput, Registry, Settings, Unavailable, open_service
 from banditloop.config import ServiceConfiguration
+from banditloop.evaluation.jobs import JobRunner
 from banditloop.policy import DEFAULT_POLICY, Policy
 from banditloop.ranking import plan
 from banditloop.store import SqliteStore, SqlStore
 from banditloop.store.base import Item, LoopRecord, TrackedEvent
+from banditloop.upkeep import Upkeep
 
 ACTIONS = [("news", [{"topic": "news"}]), ("sport", [{"topic": "sport"}])]
 LATER = 10.0  # seconds: past every reward window of these tests (PT1S)
@@ -186,3 +188,23 @@ def test_the_package_names_its_library_and_loads_it_when_used() -> None:
     script = "import sys, banditloop.errors; print('banditloop.loop' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert out.stdout.strip() == "False", "a child process importing errors.py stays cheap"
+
+
+def test_upkeep_keeps_the_loops_this_process_trains(store: SqlStore, settings: Settings) -> None:
+    registry = Registry(store, settings, train=False)
+    registry.open()
+    runner = JobRunner()
+    try:
+        loop = registry.loops["default"]
+        loop.update_configuration(loop.wire.model_copy(update={"logRetentionDays": 2}))
+        for i in range(3):
+            rank(loop, f"e{i}", "ann")
+        upkeep = Upkeep(registry, runner)
+        later = time.time() + 3 * 86400
+        assert upkeep.run_once(later) == 0, "trained elsewhere: that process keeps it"
+        assert loop.trainer.drain(time.time() + LATER) == 3  # this process trains it now
+        assert upkeep.run_once(later) == 3
+        assert store.log_range("default").first is None
+    finally:
+        runner.close()
+        registry.close()
