@@ -22,7 +22,7 @@ Two more never reach a client as such; they tell the service's own parts what
 happened::
 
     NotLeader                       a trainer's write from a process that no longer
-                                    trains the loop (PostgreSQL); the trainer stops
+                                    trains the loop (PostgreSQL); the trainer steps down
     RecommenderFailure              the upstream recommender gave no usable answer;
                                     re-ranking falls back (``reason`` says why)
 """
