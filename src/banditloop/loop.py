@@ -31,11 +31,11 @@ from .join import IMPORTED
 from .live import LivePolicy
 from .policy import Policy, check_arguments, with_epsilon
 from .ranking import SlotInput, plan, plan_multislot, ranking
-from .recommendations.events import EventLog
 from .recovery import load_policy
 from .sampling import sample_index, seed_for
 from .store import SqlStore
 from .store.base import Decision, LoggedEvent, LoopRecord, SlotChoice
+from .tracked import EventLog
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)

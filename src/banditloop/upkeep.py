@@ -19,8 +19,8 @@ from .evaluation.service import auto_optimize
 from .featurize import context_has
 from .loop import Loop
 from .periodic import Periodic
-from .recommendations.events import actor_hash
 from .registry import Registry
+from .tracked import actor_hash
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from ..errors import BanditloopError
 from ..loop import Loop
 from ..periodic import Periodic
 from ..store.base import TrackedEvent
+from ..tracked import PAGE
 from .config import TrackingConfig
-from .events import PAGE
 from .models import Content, CoOccurrence, Popularity, Scored
 
 log = logging.getLogger(__name__)

@@ -28,9 +28,9 @@ from ..loop import Loop, RankInput, check_event_id
 from ..recommender import Param, fetch
 from ..rerank import Reranker, with_upstream
 from ..store.base import TrackedEvent
+from ..tracked import actor_hash
 from .builder import Models, tracking_of
 from .config import EVENT_TYPE, ScenarioConfig, check_scenario_name
-from .events import actor_hash
 from .models import Scored
 from .scenario import HISTORY_EVENTS, Gatherer, Visit, taste
 

@@ -1,8 +1,9 @@
-"""The tracked event log of a loop: what users did, with user and session ids hashed.
+"""Extension: the tracked events of a loop, what users did, with user and session ids
+hashed (docs/recommendations.md).
 
-Events are kept by the store (store/tracking.py), read back in ``seq`` order by
-every process's models; deleting them makes every process rebuild its models, so a
-forgotten user leaves nothing behind in memory either.
+Events are kept by the store (store/tracking.py) and read back in ``seq`` order by
+every process's recommendation models (recommendations/); deleting them makes every
+process rebuild its models, so a forgotten user leaves nothing behind in memory either.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import hashlib
 from collections.abc import Sequence
 from concurrent.futures import Future
 
-from ..store import SqlStore
-from ..store.base import TrackedEvent
+from .store import SqlStore
+from .store.base import TrackedEvent
 
 PAGE = 5000
 
