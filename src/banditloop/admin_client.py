@@ -19,6 +19,7 @@ from .config import ServiceConfiguration, Settings
 from .errors import BanditloopError
 from .items import Catalogue, Item
 from .loop import Loop
+from .modelfile import signed_archive, unpack
 from .recommendations.config import ScenarioConfig
 from .recommendations.events import delete_logs
 from .recommendations.service import edit_scenario, track
@@ -161,15 +162,11 @@ class LocalAdmin:
         return self.loop.update_policy(self.loop_name, self.registry.settings.default_policy)
 
     def export_model(self, signed: bool) -> bytes:
-        from .api.admin import signed_archive
-
         blob = self.loop.export_model()
         return signed_archive(blob) if signed else blob
 
     def import_model(self, blob: bytes) -> None:
-        from .api.admin import unpack_model
-
-        self.loop.import_model(unpack_model(blob))
+        self.loop.import_model(unpack(blob))
 
     def reset_model(self) -> None:
         self.loop.reset_model()
