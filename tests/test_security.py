@@ -9,16 +9,62 @@ from helpers import V1, actions, query
 
 POLICY = f"{V1}/configurations/policy"
 #: The former deny-list: each of these still gets a 400, now from the allow-list.
-FORMERLY_FORBIDDEN = (
-    "-d --data -f --final_regressor -i --initial_regressor -c --cache --cache_file "
-    "--readable_model --invert_hash --daemon --port -p --predictions -r --raw_predictions "
-    "--pid_file --port_file --feature_mask --save_per_pass --output_feature_regularizer_binary "
-    "--output_feature_regularizer_text --input_feature_regularizer --dictionary "
-    "--dictionary_path --audit_regressor --extra_metrics --json --dsjson --passes --help -h "
-    "--onethread --num_children --span_server --unique_id --total --node --sendto --progress "
-    "-P --flatbuffer --compressed --db --id --preserve_performance_counters --kill_cache -k "
-    "--no_stdin --version --predict_only_model --log_output --limit_output"
-).split()
+FORMERLY_FORBIDDEN = [
+    "-d",
+    "--data",
+    "-f",
+    "--final_regressor",
+    "-i",
+    "--initial_regressor",
+    "-c",
+    "--cache",
+    "--cache_file",
+    "--readable_model",
+    "--invert_hash",
+    "--daemon",
+    "--port",
+    "-p",
+    "--predictions",
+    "-r",
+    "--raw_predictions",
+    "--pid_file",
+    "--port_file",
+    "--feature_mask",
+    "--save_per_pass",
+    "--output_feature_regularizer_binary",
+    "--output_feature_regularizer_text",
+    "--input_feature_regularizer",
+    "--dictionary",
+    "--dictionary_path",
+    "--audit_regressor",
+    "--extra_metrics",
+    "--json",
+    "--dsjson",
+    "--passes",
+    "--help",
+    "-h",
+    "--onethread",
+    "--num_children",
+    "--span_server",
+    "--unique_id",
+    "--total",
+    "--node",
+    "--sendto",
+    "--progress",
+    "-P",
+    "--flatbuffer",
+    "--compressed",
+    "--db",
+    "--id",
+    "--preserve_performance_counters",
+    "--kill_cache",
+    "-k",
+    "--no_stdin",
+    "--version",
+    "--predict_only_model",
+    "--log_output",
+    "--limit_output",
+]
 
 
 def test_cors_is_off(client: TestClient) -> None:

@@ -200,6 +200,7 @@ class Dashboards:
         closed, rewarded = [0] * n, [0] * n
         slots_n, explored, entropy = [0] * n, [0] * n, [0.0] * n
         appr, imitated = [0] * n, [0] * n
+        failed = 0
         sums = {p: [_sums() for _ in range(n)] for p in POLICIES}
         rows = conn.execute(
             """SELECT ts, slots, mode, multislot, outcome, EXISTS (SELECT 1 FROM rewards r
@@ -225,10 +226,11 @@ class Dashboards:
                 if mode == "Apprentice":
                     appr[b] += 1
                     imitated[b] += chosen == slot["b"]
-            if multislot or outcome_text is None:
+            if outcome_text is None:
                 continue
             outcome = orjson.loads(outcome_text)
-            if not outcome.get("r"):
+            failed += bool(outcome.get("e"))  # the trainer could not learn it (trainer.py)
+            if multislot or not outcome.get("r"):
                 continue
             slot, r = slots[0], float(outcome["r"][0])
             shown = slot["s"]
@@ -268,6 +270,7 @@ class Dashboards:
             },
             "totals": {
                 "sampled": n_slots,
+                "failed": failed,
                 "rewardedShare": sum(rewarded) / n_closed if n_closed else None,
                 "exploration": sum(explored) / n_slots if n_slots else None,
                 "entropy": sum(entropy) / n_slots if n_slots else None,

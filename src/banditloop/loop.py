@@ -25,7 +25,8 @@ from pydantic import ValidationError
 from . import dsjson, vwcheck
 from .config import LoopConfig, ServiceConfiguration, Settings, describe
 from .errors import BadRequest, Conflict
-from .featurize import FeatureLimits, check_text
+from .featurize import FeatureLimits
+from .ids import check_event_id
 from .join import IMPORTED
 from .policy import Policy, check_arguments, with_epsilon
 from .ranking import plan, plan_multislot, ranking
@@ -35,7 +36,6 @@ from .store.base import Decision, LoopRecord, ModelRecord, SlotChoice, Store
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)
-MAX_EVENT_ID = 256
 HOLDOUT_SEED = 7  # not sampling's seed (0), so that holdout and draws are independent
 APPRENTICE_BATCH = 1000  # events in latestApprenticeModeMetrics.lastBatchMetrics
 #: Configuration fields Azure's clients do not know: a PUT without them keeps them.
@@ -59,14 +59,6 @@ class RankInput:
     #: Re-ranking (see rerank.py): where the actions came from, "client", "recommender"
     #: or "fallback"; None for a plain Rank. If the model fails, the upstream order wins.
     source: str | None = None
-
-
-def check_event_id(event_id: str, code: str = "BadRequest") -> None:
-    check_text(event_id, code)
-    if not event_id:
-        raise BadRequest("EventId should be non-empty or null.", code)
-    if len(event_id) > MAX_EVENT_ID:
-        raise BadRequest(f"EventId must be at most {MAX_EVENT_ID} characters.", code)
 
 
 def body_hash(body: Any) -> str:
@@ -456,9 +448,12 @@ class Loop:
 
     def import_lines(self, lines: Iterable[bytes], learn: bool = True) -> int:
         """Log DSJSON decisions (e.g. from Azure) with their rewards; the trainer learns
-        them unless ``learn`` is False (they are then kept for evaluation only)."""
+        them unless ``learn`` is False (they are then kept for evaluation only). Every
+        line is checked before any is stored: a bad line stores nothing (logcheck.py)."""
+        s = self.settings
+        items = list(dsjson.read_lines(iter(lines), self.name, s.max_features, s.max_string_length))
         n = 0
-        for item in dsjson.read_lines(iter(lines), self.name):
+        for item in items:
             d = item.decision if learn else replace(item.decision, mode=IMPORTED)
             if self.store.append_decision(d).result() is None:
                 if item.rewards:

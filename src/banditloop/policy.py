@@ -80,16 +80,30 @@ class Policy:
 
     def learn(self, examples: Iterable[str]) -> int:
         """Learn from labelled JSON examples; returns how many were learned."""
-        n = 0
+        errors = self.learn_each(examples)
+        failed = next((e for e in errors if e is not None), None)
+        if failed is not None:
+            raise RuntimeError(failed)
+        return len(errors)
+
+    def learn_each(self, examples: Iterable[str]) -> list[str | None]:
+        """Learn from each example that VW takes; per example, None or why it failed."""
+        out: list[str | None] = []
         with self.lock:
             for line in examples:
-                ex = self._ws.parse(line)
+                try:
+                    ex = self._ws.parse(line)
+                except Exception as err:
+                    out.append(f"Vowpal Wabbit cannot read the example: {err}"[:500])
+                    continue
                 try:
                     self._ws.learn(ex)
+                    out.append(None)
+                except Exception as err:
+                    out.append(f"Vowpal Wabbit cannot learn the example: {err}"[:500])
                 finally:
                     self._ws.finish_example(ex)
-                n += 1
-        return n
+        return out
 
     def save(self) -> bytes:
         """The model as a VW model file, stamped with the digest of its content."""

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
-from ..loop import MAX_EVENT_ID, Loop, RankInput, body_hash
+from ..ids import MAX_EVENT_ID
+from ..loop import Loop, RankInput, body_hash
 from ..rerank import Reranker
 from .deps import ClientLoop
 from .rerank import rank_extended

@@ -14,7 +14,8 @@ from starlette.responses import Response
 from ..dsjson import parse_timestamp
 from ..errors import BadRequest, NotFound
 from ..featurize import check_text
-from ..loop import Loop, body_hash, check_event_id
+from ..ids import check_event_id
+from ..loop import Loop, body_hash
 from ..recommendations.config import EVENT_TYPE, ScenarioConfig
 from ..recommendations.events import EventLog
 from ..recommendations.service import Ask, Incoming, Recommendations, edit_scenario

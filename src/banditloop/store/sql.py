@@ -87,6 +87,14 @@ def decision(row: Sequence[Any]) -> Decision:
     )
 
 
+def _outcome_json(o: Outcome) -> str:
+    """An outcome as stored; ``e`` only for an event the trainer could not learn."""
+    out: dict[str, Any] = {"r": o.rewards, "t": o.trained}
+    if o.error:
+        out["e"] = o.error
+    return orjson.dumps(out).decode()
+
+
 def loop_record(row: Sequence[Any]) -> LoopRecord:
     return LoopRecord(row[0], orjson.loads(row[1]), row[2], row[3], row[4], orjson.loads(row[5]))
 
@@ -424,9 +432,7 @@ class SqlStore:
 
     def mark_learned(self, loop: str, outcomes: list[Outcome], mark: int) -> Future[None]:
         """Mark events as handled under the trainer's mark, with what they were learned as."""
-        rows = [
-            (mark, orjson.dumps({"r": o.rewards, "t": o.trained}).decode(), o.seq) for o in outcomes
-        ]
+        rows = [(mark, _outcome_json(o), o.seq) for o in outcomes]
 
         def job(conn: Conn) -> None:
             self._check_lead(conn, loop)
