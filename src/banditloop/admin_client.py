@@ -17,6 +17,7 @@ import httpx
 from .auth import keyring
 from .config import ServiceConfiguration, Settings
 from .errors import BanditloopError
+from .ids import path_segment
 from .items import Catalogue, Item
 from .loop import Loop
 from .modelfile import signed_archive, unpack
@@ -55,7 +56,8 @@ class HttpAdmin:
     def __init__(self, url: str, loop: str, key: str | None) -> None:
         headers = {"Ocp-Apim-Subscription-Key": key} if key else {}
         self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=120)
-        self.prefix = ("" if loop == "default" else f"/loops/{loop}") + "/personalizer/v1.0"
+        name = path_segment(loop, "A loop name")
+        self.prefix = ("" if loop == "default" else f"/loops/{name}") + "/personalizer/v1.0"
 
     def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
         r = self.http.request(method, path, **kw)
@@ -100,8 +102,9 @@ class HttpAdmin:
         return dict(self._loop("GET", "/logs/properties").json())
 
     def delete_logs(self, event_id: str | None, feature: str | None, value: Any) -> int | None:
-        if event_id:
-            return int(self._loop("DELETE", f"/logs/events/{event_id}").json()["deleted"])
+        if event_id is not None:
+            path = f"/logs/events/{path_segment(event_id, 'An event ID')}"
+            return int(self._loop("DELETE", path).json()["deleted"])
         if feature:
             body = {"feature": feature, "value": value}
             return int(self._loop("POST", "/logs/forget", json=body).json()["deleted"])
@@ -112,11 +115,11 @@ class HttpAdmin:
         return list(self._call("GET", "/loops").json())
 
     def create_loop(self, name: str, spec: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        r = self._call("PUT", f"/loops/{name}", json=spec)
+        r = self._call("PUT", f"/loops/{path_segment(name, 'A loop name')}", json=spec)
         return dict(r.json()), r.status_code == 201
 
     def delete_loop(self, name: str) -> None:
-        self._call("DELETE", f"/loops/{name}")
+        self._call("DELETE", f"/loops/{path_segment(name, 'A loop name')}")
 
     def put_items(self, items: list[Item]) -> int:
         body = [it.to_json() for it in items]
@@ -126,10 +129,11 @@ class HttpAdmin:
         return dict(self._loop("GET", "/scenarios").json())
 
     def put_scenario(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-        return dict(self._loop("PUT", f"/scenarios/{name}", json=spec).json())
+        path = f"/scenarios/{path_segment(name, 'A scenario name')}"
+        return dict(self._loop("PUT", path, json=spec).json())
 
     def delete_scenario(self, name: str) -> None:
-        self._loop("DELETE", f"/scenarios/{name}")
+        self._loop("DELETE", f"/scenarios/{path_segment(name, 'A scenario name')}")
 
     def track(self, events: list[dict[str, Any]]) -> dict[str, int]:
         return dict(self._loop("POST", "/tracking/events", json={"events": events}).json())
@@ -176,7 +180,7 @@ class LocalAdmin:
 
     def delete_logs(self, event_id: str | None, feature: str | None, value: Any) -> int | None:
         store = self.registry.store
-        if event_id:
+        if event_id is not None:
             return delete_logs(store, self.loop_name, event_id=event_id)
         if feature:
             return delete_logs(store, self.loop_name, feature=(feature.split("."), value))

@@ -469,8 +469,10 @@ class Loop:
             self._persist(key_hashes=key_hashes)
 
     def _persist(self, **changes: Any) -> None:
-        self.record = replace(self.record, **changes)
-        self.store.put_loop(self.record).result()
+        """Write a change to the loop's record; kept in memory only once it is stored."""
+        record = replace(self.record, **changes)
+        self.store.put_loop(record).result()
+        self.record = record
 
     def _swap(
         self, make: Callable[[], Policy], new_model: bool = False, blob: bytes | None = None

@@ -180,7 +180,7 @@ async def delete_event(
 ) -> dict[str, int]:
     """Extension: delete what was logged for one event ID."""
     n = await run_in_threadpool(
-        lambda: loop.store.delete_logs(loop.name, event_id=eventId).result()
+        lambda: tracked.delete_logs(loop.store, loop.name, event_id=eventId)
     )
     return {"deleted": n}
 

@@ -184,7 +184,20 @@ def delete_logs(
     """``store.delete_logs`` and the tracked data it implies (blocking): deleting all
     logs or old ones deletes tracked events too; forgetting a user (a context feature
     value) also deletes the tracked events, history and recommendation decisions of the
-    user or session with that id."""
+    user or session with that id. The store is then scrubbed of the deleted values."""
+    try:
+        return _delete_logs(store, loop, before, event_id, feature)
+    finally:
+        store.scrub()
+
+
+def _delete_logs(
+    store: Store,
+    loop: str,
+    before: float | None,
+    event_id: str | None,
+    feature: tuple[list[str], Any] | None,
+) -> int:
     n = int(store.delete_logs(loop, before=before, event_id=event_id, feature=feature).result())
     if event_id is not None:
         return n

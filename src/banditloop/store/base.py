@@ -244,6 +244,9 @@ class Store(Protocol):
 
     def reschedule(self, loop: str, old_wait: float, new_wait: float) -> Future[None]: ...
 
+    def scrub(self) -> None:
+        """After deleting logs: leave no copy of the deleted rows in the store's files."""
+
     def close(self) -> None: ...
 
 

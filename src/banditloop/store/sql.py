@@ -705,6 +705,10 @@ class SqlStore:
 
         return self.submit(job)
 
+    def scrub(self) -> None:
+        """After deleting logs: no copy of the deleted rows left in the store's files
+        (SQLite: sqlite.py; PostgreSQL leaves them to VACUUM, docs/security.md)."""
+
     def reschedule(self, loop: str, old_wait: float, new_wait: float) -> Future[None]:
         """Move the close time of open events to a new reward wait time."""
 
