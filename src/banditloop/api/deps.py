@@ -29,9 +29,9 @@ def find_loop(reg: Registry, name: str, key: str | None, role: str) -> Loop:
     admin keys) may administer it."""
     loop = reg.loops.get(name)
     rings = [reg.keys, loop.record.key_hashes if loop else {}]
-    if role == ADMIN and not any(r.get(CLIENT) or r.get(ADMIN) for r in rings):
-        if _any_loop_keys(reg):
-            rings.append(_CLOSED)
+    open_loop = not any(r.get(CLIENT) or r.get(ADMIN) for r in rings)
+    if role == ADMIN and open_loop and _any_loop_keys(reg):
+        rings.append(_CLOSED)
     # Authorize before saying whether the loop exists.
     authorize(key, role, *rings)
     return reg.get(name)
