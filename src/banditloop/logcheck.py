@@ -21,7 +21,7 @@ from .ids import check_event_id
 
 CODE = "InvalidImportLine"
 PMF_TOLERANCE = 0.01  # logged pmfs are rounded; a sum further from 1 is not a pmf
-MAX_DEPTH = 8  # objects and lists below c
+MAX_DEPTH = 4  # objects nested in a feature, as featurize.py allows
 MAX_TIMESTAMP = 253402300799.0  # 9999-12-31T23:59:59Z
 
 
@@ -68,11 +68,22 @@ def text(value: Any, field: str, limit: int = 256) -> str:
     return value
 
 
-def features(value: Any, field: str, limits: FeatureLimits, depth: int = 0) -> None:
-    """A feature value as VW's JSON parser will read it: strings, finite 32-bit numbers,
-    booleans, nulls, arrays and objects whose keys do not start with ``_``."""
-    if depth > MAX_DEPTH:
-        raise refuse(f"{field} nests deeper than {MAX_DEPTH} levels.")
+def features(value: Any, field: str, limits: FeatureLimits) -> None:
+    """A top-level value of ``c`` or of an action, as Rank writes them: a feature list
+    (objects), a numeric array, an object, or a plain value."""
+    if isinstance(value, list) and any(isinstance(item, dict) for item in value):
+        for i, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise refuse(f"{field}[{i}]: a feature list holds objects only.")
+            _value(item, f"{field}[{i}]", limits, 0)
+    else:
+        _value(value, field, limits, 0)
+
+
+def _value(value: Any, field: str, limits: FeatureLimits, depth: int) -> None:
+    """A feature value by featurize.py's rules: text, finite 32-bit numbers, booleans,
+    nulls, arrays of numbers, and objects (at most MAX_DEPTH deep) whose keys do not
+    start with ``_``."""
     if value is None or isinstance(value, bool):
         limits.spend(1)
     elif isinstance(value, str):
@@ -80,25 +91,43 @@ def features(value: Any, field: str, limits: FeatureLimits, depth: int = 0) -> N
             raise refuse(f"{field} holds a string longer than {limits.max_string} characters.")
         text(value, field, limits.max_string)
         limits.spend(1)
-    elif isinstance(value, int) and not INT64_MIN <= value <= UINT64_MAX:
-        raise refuse(f"{field} holds an integer beyond 64 bits.")
     elif isinstance(value, int | float):
-        if not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
-            raise refuse(f"{field} holds a number beyond 32-bit floats.")
+        _number(value, field)
         limits.spend(1)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            features(item, f"{field}[{i}]", limits, depth + 1)
+            if isinstance(item, bool) or not isinstance(item, int | float):
+                raise refuse(f"{field}[{i}]: arrays hold numbers only.")
+            _number(item, f"{field}[{i}]")
+        limits.spend(len(value))
     elif isinstance(value, dict):
+        if depth >= MAX_DEPTH:
+            raise refuse(f"{field} nests objects deeper than {MAX_DEPTH}.")
         for key, item in value.items():
             if key.startswith("_"):
                 raise refuse(f"{field}: keys starting with _ are not features ({key[:32]!r}).")
             if len(key) > limits.max_string:
                 raise refuse(f"{field} holds a key longer than {limits.max_string} characters.")
             text(key, f"{field} key", limits.max_string)
-            features(item, f"{field}.{key}", limits, depth + 1)
+            namespace(key, item, field)
+            _value(item, f"{field}.{key}", limits, depth + 1)
     else:
         raise refuse(f"{field} holds an unsupported value.")
+
+
+def namespace(key: str, value: Any, field: str) -> None:
+    """VW indexes namespaces (objects, arrays) by their first byte as a signed char: one
+    whose name starts with a non-ASCII character corrupts its memory (featurize.py
+    renames them for Rank; an imported line is refused)."""
+    if key and not key[0].isascii() and isinstance(value, dict | list):
+        raise refuse(f"{field}: a namespace name must start with an ASCII character.")
+
+
+def _number(value: int | float, field: str) -> None:
+    if isinstance(value, int) and not INT64_MIN <= value <= UINT64_MAX:
+        raise refuse(f"{field} holds an integer beyond 64 bits.")
+    if not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+        raise refuse(f"{field} holds a number beyond 32-bit floats.")
 
 
 def context(c: Any, limits: FeatureLimits, max_actions: int) -> list[dict[str, Any]]:
@@ -117,7 +146,8 @@ def context(c: Any, limits: FeatureLimits, max_actions: int) -> list[dict[str, A
             continue
         if key.startswith("_"):
             raise refuse(f"c: keys starting with _ are not features ({key[:32]!r}).")
-        features({key: value}, "c", limits)
+        namespace(key, value, "c")
+        features(value, f"c.{key}", limits)
     for i, action in enumerate(multi):
         if not isinstance(action, dict):
             raise refuse(f"c._multi[{i}] must be an object.")
@@ -129,7 +159,8 @@ def context(c: Any, limits: FeatureLimits, max_actions: int) -> list[dict[str, A
                 raise refuse(
                     f"c._multi[{i}]: keys starting with _ are not features ({key[:32]!r})."
                 )
-            features({key: value}, f"c._multi[{i}]", limits)
+            namespace(key, value, f"c._multi[{i}]")
+            features(value, f"c._multi[{i}].{key}", limits)
     return multi
 
 
