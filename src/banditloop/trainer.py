@@ -101,7 +101,7 @@ class Trainer:
                 raise
             self.stats.learned += learned
             self.events_learned += learned
-            self._dirty = True
+            self._dirty = self._dirty or learned > 0  # skipped events leave the model as is
             return len(events)
 
     def _learn(self, events: list[ClosedEvent], outcomes: list[Outcome]) -> int:
