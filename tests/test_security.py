@@ -13,6 +13,8 @@ import json
 import os
 import signal
 import struct
+import subprocess
+import sys
 import time
 import tracemalloc
 import zipfile
@@ -32,6 +34,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
+from banditloop import vwcheck
 from banditloop.app import create_app
 from banditloop.cli import main
 from banditloop.config import Settings
@@ -263,6 +266,28 @@ def test_apply_from_evaluation_checks_the_stored_arguments(
     )
     assert "not allowed" in _error(r, "InvalidPolicyConfiguration")
     assert client.get(POLICY).json() == before
+
+
+CONFINED = """
+import os, resource
+print(os.readlink("/proc/self/ns/net"), resource.getrlimit(resource.RLIMIT_AS)[0],
+      resource.getrlimit(resource.RLIMIT_FSIZE)[0], resource.getrlimit(resource.RLIMIT_CORE)[0])
+"""
+
+
+def test_the_check_child_is_confined() -> None:
+    """What vwcheck's child runs under: memory, file size and core caps, and a network
+    namespace of its own where the system allows one (root or user namespaces)."""
+    out = subprocess.run(
+        [sys.executable, "-c", CONFINED],
+        capture_output=True,
+        text=True,
+        check=True,
+        preexec_fn=lambda: vwcheck._confine(1 << 26),
+    ).stdout.split()
+    assert [int(x) for x in out[1:]] == [vwcheck.MEMORY_CAP, 1 << 26, 0]
+    if out[0] == os.readlink("/proc/self/ns/net"):
+        pytest.skip("this system allows no network namespace for an unprivileged child")
 
 
 # -- models: checked before they load ---------------------------------------------
