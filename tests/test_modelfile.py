@@ -11,11 +11,15 @@ from pathlib import Path
 import pytest
 import vowpalwabbit
 
-from banditloop import modelfile
+from banditloop import modelfile, vwcheck
 from banditloop.errors import BadRequest
-from banditloop.policy import Policy
+from banditloop.policy import Policy, with_epsilon
 
 ARGS = "--cb_explore_adf --synthcover -q :: --epsilon 0"
+CCB_EXAMPLE = (
+    '{"FromUrl":[{"a":1}],"_multi":[{"i":{"id":"x"}},{"i":{"id":"y"}}],'
+    '"_slots":[{"_id":"s","_label_cost":-1,"_a":[0,1],"_p":[0.5,0.5]}]}'
+)
 EXAMPLE = (
     '{"_label_cost":-1,"_label_probability":0.5,"_label_Action":1,"_labelIndex":0,'
     '"FromUrl":[{"a":1}],"_multi":[{"i":{"id":"x"}},{"i":{"id":"y"}}]}'
@@ -158,3 +162,24 @@ def test_a_zip_bomb_is_refused_from_its_directory() -> None:
         zf.writestr("signer.der", b"")
     with pytest.raises(BadRequest, match="times when unpacked"):
         modelfile.unpack(out.getvalue())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.001 --cb_type mtr -q ::",
+        "--cb_explore_adf -q :: --squarecb --epsilon 0",
+        "--cb_explore_adf -q :: --regcbopt --cb_min_cost -1 --cb_max_cost 0 --epsilon 0",
+        "--cb_explore_adf -q :: --bag 5 --epsilon 0.05",
+        "--cb_explore_adf -q :: --synthcover --random_seed 7 --epsilon 0",
+        "--ccb_explore_adf --epsilon 0.2 -q :: --cb_type mtr",
+    ],
+)
+def test_a_model_banditloop_saved_imports_again(args: str) -> None:
+    """The checks refuse no honest model: every exploration's saved state is read and
+    written back byte for byte, whatever explorationPercentage the loop has now."""
+    policy = Policy(args)
+    policy.learn([CCB_EXAMPLE if "--ccb_explore_adf" in args else EXAMPLE] * 20)
+    blob = policy.save()
+    policy.close()
+    vwcheck.check(with_epsilon(args, 0.3), blob)
