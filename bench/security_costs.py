@@ -43,9 +43,7 @@ def trained(events: int) -> Policy:
     policy = Policy(ARGS)
     lines = []
     for i in range(events):
-        p = plan(
-            [{"user": f"u{i % 97}", "hour": i % 24}], [(a, [{"k": a}]) for a in "abcdef"], None
-        )
+        p = plan([{"user": f"u{i}", "hour": i % 24}], [(a, [{"k": a}]) for a in "abcdef"], None)
         lines.append(labelled(p.example, i % 6, 1 / 6, -float(i % 3 == 0)))
     policy.learn(lines)
     return policy
