@@ -371,11 +371,6 @@ def test_model_import_refused(client: TestClient, settings: Settings) -> None:
     assert pmf_of(_rank(client))["a"] > 0.8  # the trained model still ranks
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="VW reads weights until end of file, so a model cut inside its weights loads "
-    "and is imported with part of its weights lost (only the signed zip's digest catches it)",
-)
 def test_model_import_truncated_in_weights(client: TestClient, settings: Settings) -> None:
     _train(client, settings.data_dir, "x", n=20)
     good = client.get(MODEL).content

@@ -355,8 +355,8 @@ def test_import_into_a_fresh_data_dir(traffic: Traffic, tmp_path: Path, learn: b
 
 
 def test_import_refuses_malformed_lines(traffic: Traffic, tmp_path: Path) -> None:
-    """A bad line fails the import with its line number; the lines before it stay imported
-    (each decision is written on its own), nothing after it is read."""
+    """A bad line fails the import with its line number, and nothing of the file is
+    stored: every line is checked before any is written."""
     src = tmp_path / "bad.json"
     bad = json.loads(traffic.lines[3])
     del bad["a"]
@@ -373,9 +373,8 @@ def test_import_refuses_malformed_lines(traffic: Traffic, tmp_path: Path) -> Non
     fresh = tmp_path / "fresh"
     res = CliRunner().invoke(main, ["logs", "import", "--data-dir", str(fresh), str(src)])
     assert res.exit_code == 1
-    assert "line 4" in res.output and "Not a single-slot DSJSON line" in res.output
-    ids = [r[0] for r in query(fresh, "SELECT event_id FROM decisions ORDER BY seq")]
-    assert ids == [json.loads(traffic.lines[i])["EventId"] for i in (0, 1)]
+    assert "line 4: The line has no a." in res.output
+    assert scalar(fresh, "SELECT count(*) FROM decisions") == 0
     for text in (
         b"not json",
         b'{"a": [1, 2], "p": [1.0], "c": {"_multi": [{}]}, '
@@ -384,7 +383,7 @@ def test_import_refuses_malformed_lines(traffic: Traffic, tmp_path: Path) -> Non
         src.write_bytes(text + b"\n")
         res = CliRunner().invoke(main, ["logs", "import", "--data-dir", str(fresh), str(src)])
         assert res.exit_code == 1 and "line 1" in res.output, res.output
-    assert scalar(fresh, "SELECT count(*) FROM decisions") == 2
+    assert scalar(fresh, "SELECT count(*) FROM decisions") == 0
 
 
 def test_multislot_lines_parse_as_ccb(traffic: Traffic) -> None:

@@ -17,7 +17,9 @@ import httpx
 from .auth import keyring
 from .config import ServiceConfiguration, Settings
 from .errors import BanditloopError
+from .ids import path_segment
 from .loop import Loop
+from .modelfile import signed_archive, unpack
 from .recommendations.config import ScenarioConfig
 from .recommendations.service import TrackBatch, edit_scenario, track
 from .registry import Registry
@@ -53,7 +55,8 @@ class HttpAdmin:
     def __init__(self, url: str, loop: str, key: str | None) -> None:
         headers = {"Ocp-Apim-Subscription-Key": key} if key else {}
         self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=120)
-        self.prefix = ("" if loop == "default" else f"/loops/{loop}") + "/personalizer/v1.0"
+        name = path_segment(loop, "A loop name")
+        self.prefix = ("" if loop == "default" else f"/loops/{name}") + "/personalizer/v1.0"
 
     def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
         r = self.http.request(method, path, **kw)
@@ -98,8 +101,9 @@ class HttpAdmin:
         return dict(self._loop("GET", "/logs/properties").json())
 
     def delete_logs(self, event_id: str | None, feature: str | None, value: Any) -> int | None:
-        if event_id:
-            return int(self._loop("DELETE", f"/logs/events/{event_id}").json()["deleted"])
+        if event_id is not None:
+            path = f"/logs/events/{path_segment(event_id, 'An event ID')}"
+            return int(self._loop("DELETE", path).json()["deleted"])
         if feature:
             body = {"feature": feature, "value": value}
             return int(self._loop("POST", "/logs/forget", json=body).json()["deleted"])
@@ -110,11 +114,11 @@ class HttpAdmin:
         return list(self._call("GET", "/loops").json())
 
     def create_loop(self, name: str, spec: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        r = self._call("PUT", f"/loops/{name}", json=spec)
+        r = self._call("PUT", f"/loops/{path_segment(name, 'A loop name')}", json=spec)
         return dict(r.json()), r.status_code == 201
 
     def delete_loop(self, name: str) -> None:
-        self._call("DELETE", f"/loops/{name}")
+        self._call("DELETE", f"/loops/{path_segment(name, 'A loop name')}")
 
     def put_items(self, items: list[Item]) -> int:
         body = [it.to_json() for it in items]
@@ -124,10 +128,11 @@ class HttpAdmin:
         return dict(self._loop("GET", "/scenarios").json())
 
     def put_scenario(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-        return dict(self._loop("PUT", f"/scenarios/{name}", json=spec).json())
+        path = f"/scenarios/{path_segment(name, 'A scenario name')}"
+        return dict(self._loop("PUT", path, json=spec).json())
 
     def delete_scenario(self, name: str) -> None:
-        self._loop("DELETE", f"/scenarios/{name}")
+        self._loop("DELETE", f"/scenarios/{path_segment(name, 'A scenario name')}")
 
     def track(self, events: list[dict[str, Any]]) -> dict[str, int]:
         return dict(self._loop("POST", "/tracking/events", json={"events": events}).json())
@@ -160,15 +165,11 @@ class LocalAdmin:
         return self.loop.update_policy(self.loop_name, self.registry.settings.default_policy)
 
     def export_model(self, signed: bool) -> bytes:
-        from .api.admin import signed_archive
-
         blob = self.loop.export_model()
         return signed_archive(blob) if signed else blob
 
     def import_model(self, blob: bytes) -> None:
-        from .api.admin import unpack_model
-
-        self.loop.import_model(unpack_model(blob))
+        self.loop.import_model(unpack(blob))
 
     def reset_model(self) -> None:
         self.loop.reset_model()
@@ -177,7 +178,7 @@ class LocalAdmin:
         return self.loop.logs_properties()
 
     def delete_logs(self, event_id: str | None, feature: str | None, value: Any) -> int | None:
-        if event_id:
+        if event_id is not None:
             return delete_logs(self.loop, event_id=event_id)
         if feature:
             return delete_logs(self.loop, feature=(feature.split("."), value))

@@ -339,7 +339,7 @@ def logs_delete(
     """
     if feature and value is None:
         raise click.UsageError("--feature needs --value")
-    if not event_id and not feature and not yes:
+    if event_id is None and not feature and not yes:
         click.confirm("Delete every logged event of the loop?", abort=True)
     parsed: Any = value
     if value is not None:

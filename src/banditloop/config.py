@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     admin_keys: list[str] = Field(
         default_factory=list, description="Server-wide keys for every endpoint."
     )
+    metrics_key_required: bool = Field(
+        False,
+        description="Whether /metrics needs a server admin key (it shows loop names and "
+        "counters). Off: restrict it in the reverse proxy instead.",
+    )
     loops: dict[str, LoopDeclaration] = Field(
         default_factory=dict, description="Loops to create at start-up, by name."
     )
@@ -163,20 +168,45 @@ def describe(ex: ValidationError) -> str:
     )
 
 
+MAX_DURATION = 100 * 365 * 86400.0  # seconds: beyond, times stop being representable
+
+
 def parse_duration(text: str, field: str) -> float:
-    """Seconds in an ISO-8601 duration such as ``PT10M``; a 400 naming the field if not."""
+    """Seconds in an ISO-8601 duration such as ``PT10M``; a 400 naming the field if not
+    one, negative, or longer than 100 years."""
     try:
         value = isodate.parse_duration(text)
-    except (isodate.ISO8601Error, ValueError, TypeError):
+        if isinstance(value, isodate.Duration):
+            value = value.totimedelta(start=dt.datetime(2000, 1, 1))
+        seconds = float(value.total_seconds())
+    except (isodate.ISO8601Error, ValueError, TypeError, OverflowError):
         raise BadRequest(
-            f"{field} must be an ISO-8601 duration such as PT10M.", "InvalidServiceConfiguration"
+            f"{field} must be an ISO-8601 duration such as PT10M, of at most 100 years.",
+            "InvalidServiceConfiguration",
         ) from None
-    if isinstance(value, isodate.Duration):
-        value = value.totimedelta(start=dt.datetime(2000, 1, 1))
-    seconds = float(value.total_seconds())
     if seconds < 0:
         raise BadRequest(f"{field} must not be negative.", "InvalidServiceConfiguration")
+    if seconds > MAX_DURATION:
+        raise BadRequest(f"{field} must be at most 100 years.", "InvalidServiceConfiguration")
     return seconds
+
+
+def representable(value: Any, field: str = "the configuration") -> None:
+    """Refuse what the store cannot hold: integers beyond 64 bits, non-finite numbers."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, int):
+        if not -(1 << 63) <= value < (1 << 63):
+            raise BadRequest(f"{field}: integers must fit in 64 bits.", CONFIG_CODE)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise BadRequest(f"{field}: numbers must be finite.", CONFIG_CODE)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            representable(v, f"{field}.{k}" if field != "the configuration" else str(k))
+    elif isinstance(value, list | tuple):
+        for v in value:
+            representable(v, field)
 
 
 CONFIG_CODE = "InvalidServiceConfiguration"
@@ -188,7 +218,7 @@ REWARD_SETTINGS = ("defaultReward", "rewardWaitTime", "rewardAggregation")
 class ServiceConfiguration(BaseModel):
     """Azure Personalizer's ServiceConfiguration, field for field (durations as ISO-8601)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     rewardWaitTime: str = "PT10M"
     defaultReward: float = Field(0.0, ge=-1, le=1, allow_inf_nan=False)
@@ -197,13 +227,13 @@ class ServiceConfiguration(BaseModel):
     modelExportFrequency: str = "PT2S"
     logMirrorEnabled: bool | None = None
     logMirrorSasUri: str | None = None
-    logRetentionDays: int = Field(90, ge=-1)
+    logRetentionDays: int = Field(90, ge=-1, le=36500)
     lastConfigurationEditDate: dt.datetime | None = None
     learningMode: LearningMode = "Online"
     isAutoOptimizationEnabled: bool | None = False
     autoOptimizationFrequency: str | None = "P7D"
     autoOptimizationStartDate: dt.datetime | None = None
-    modelRetrainDays: int = Field(0, ge=0)
+    modelRetrainDays: int = Field(0, ge=0, le=36500)
     isInferenceExplainabilityEnabled: bool | None = False
     holdoutPercentage: float = Field(
         0.0,
@@ -238,6 +268,7 @@ class ServiceConfiguration(BaseModel):
 
     def check(self, previous: ServiceConfiguration | None = None) -> LoopConfig:
         """Apply the original's rules; returns the parsed configuration."""
+        representable(self.model_dump(mode="json"))
         wait = parse_duration(self.rewardWaitTime, "rewardWaitTime")
         if not MIN_REWARD_WAIT <= wait <= MAX_REWARD_WAIT:
             raise BadRequest(

@@ -188,6 +188,7 @@ class Dashboards:
         closed, rewarded = [0] * n, [0] * n
         slots_n, explored, entropy = [0] * n, [0] * n, [0.0] * n
         appr, imitated = [0] * n, [0] * n
+        failed = 0
         sums = {p: [_sums() for _ in range(n)] for p in POLICIES}
         for d in loop.store.sample_decisions(loop.name, start, wait, self.max_events):
             b = int((d.ts - start) / width)
@@ -206,7 +207,10 @@ class Dashboards:
                 if d.mode == "Apprentice":
                     appr[b] += 1
                     imitated[b] += chosen == slot.baseline
-            if d.multislot or d.outcome is None or not d.outcome.get("r"):
+            if d.outcome is None:
+                continue
+            failed += bool(d.outcome.get("e"))  # the trainer could not learn it (trainer.py)
+            if d.multislot or not d.outcome.get("r"):
                 continue
             first, r = d.slots[0], float(d.outcome["r"][0])
             shown = first.shown
@@ -246,6 +250,7 @@ class Dashboards:
             },
             "totals": {
                 "sampled": n_slots,
+                "failed": failed,
                 "rewardedShare": sum(rewarded) / n_closed if n_closed else None,
                 "exploration": sum(explored) / n_slots if n_slots else None,
                 "entropy": sum(entropy) / n_slots if n_slots else None,

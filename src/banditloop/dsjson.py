@@ -19,11 +19,14 @@ from typing import Any
 
 import orjson
 
+from . import logcheck
 from .errors import BadRequest
+from .featurize import FeatureLimits
 from .join import shown_slot
 from .store.base import Decision, LoggedEvent, SlotChoice
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+MAX_IMPORT_ACTIONS = 10_000  # as Settings.max_actions can be raised to
 
 
 def timestamp(ts: float) -> str:
@@ -142,39 +145,28 @@ class Imported:
     rewards: list[tuple[str | None, float]]
 
 
-def parse_line(text: str | bytes, loop: str) -> Imported:
-    """A single-slot DSJSON line as a decision plus its reward; refuses lines VW would
-    choke on (a line without ``a`` has crashed VW after learning)."""
+def parse_line(text: str | bytes, loop: str, limits: FeatureLimits | None = None) -> Imported:
+    """A single-slot DSJSON line as a decision plus its reward, every field checked as
+    strictly as API input (logcheck.py) before anything is made of it."""
+    limits = limits or FeatureLimits(logcheck.CODE)
     try:
         obj = orjson.loads(text)
-        context = obj["c"]
-        actions = obj["a"]
-        pmf = obj["p"]
-        event_id = str(obj["EventId"])
+    except orjson.JSONDecodeError as ex:
+        raise BadRequest(f"Not a JSON line: {ex}.", logcheck.CODE) from None
+    values = logcheck.line(obj, limits, MAX_IMPORT_ACTIONS)
+    try:
         ts = parse_timestamp(obj["Timestamp"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as ex:
-        raise BadRequest(f"Not a single-slot DSJSON line: {ex!r}") from None
-    multi = context.get("_multi") if isinstance(context, dict) else None
-    if (
-        not isinstance(multi, list)
-        or not multi
-        or not isinstance(actions, list)
-        or not actions
-        or len(actions) != len(pmf)
-        or sorted(actions) != list(range(1, len(multi) + 1))
-    ):
-        raise BadRequest("DSJSON line has no consistent c._multi, a and p.")
-    order = [a - 1 for a in actions]  # 0-based, chosen first
-    slot = SlotChoice(None, order, [float(p) for p in pmf], 0, 0, 0)
-    ids = [str((m.get("i") or {}).get("id", m.get("_tag", i))) for i, m in enumerate(multi)]
-    rewards: list[tuple[str | None, float]] = [
-        (None, float(o["v"])) for o in obj.get("o") or () if "v" in o
-    ]
-    if not rewards and "_label_cost" in obj:
-        rewards = [(None, -float(obj.get("_original_label_cost", obj["_label_cost"])))]
+    except (ValueError, OverflowError):
+        raise BadRequest("Timestamp must be an ISO-8601 time.", logcheck.CODE) from None
+    if not 0 <= ts <= logcheck.MAX_TIMESTAMP:
+        raise BadRequest("Timestamp must be between 1970 and 9999.", logcheck.CODE)
+    context, multi = obj["c"], obj["c"]["_multi"]
+    order = [a - 1 for a in obj["a"]]  # 0-based, chosen first
+    slot = SlotChoice(None, order, [float(p) for p in obj["p"]], 0, 0, 0)
+    ids = [_action_id(m, i) for i, m in enumerate(multi)]
     decision = Decision(
         loop=loop,
-        event_id=event_id,
+        event_id=obj["EventId"],
         ts=ts,
         close_at=ts,
         deferred=bool(obj.get("_skipLearn")),
@@ -183,17 +175,29 @@ def parse_line(text: str | bytes, loop: str) -> Imported:
         action_ids=ids,
         slots=[slot],
         response=b"{}",
-        model_version=str((obj.get("VWState") or {}).get("m", "")),
+        model_version=str((obj.get("VWState") or {}).get("m") or ""),
         holdout=bool(obj.get("_holdout")),
     )
-    return Imported(decision, rewards)
+    return Imported(decision, [(None, v) for v in values])
 
 
-def read_lines(lines: Iterator[bytes], loop: str) -> Iterator[Imported]:
+def _action_id(action: dict[str, Any], index: int) -> str:
+    """An action's id as Rank logs it (``i.id``), else its ``_tag``, else its position."""
+    features = action.get("i")
+    ident = features.get("id") if isinstance(features, dict) else None
+    return str(ident if ident is not None else action.get("_tag", index))
+
+
+def read_lines(
+    lines: Iterator[bytes], loop: str, max_features: int = 10_000, max_string: int = 16_384
+) -> Iterator[Imported]:
+    """The lines' decisions; a bad line raises BadRequest naming its number. A line may
+    hold as many features and as long strings as a Rank request (Settings)."""
     for n, text in enumerate(lines, 1):
         if not text.strip():
             continue
+        limits = FeatureLimits(logcheck.CODE, max_features, max_string)
         try:
-            yield parse_line(text, loop)
+            yield parse_line(text, loop, limits)
         except BadRequest as ex:
-            raise BadRequest(f"line {n}: {ex.message}") from None
+            raise BadRequest(f"line {n}: {ex.message}", ex.code) from None

@@ -25,7 +25,8 @@ from pydantic import ValidationError
 from . import dsjson, vwcheck
 from .config import LoopConfig, ServiceConfiguration, Settings, describe
 from .errors import BadRequest, Conflict
-from .featurize import FeatureLimits, check_text
+from .featurize import FeatureLimits
+from .ids import check_event_id
 from .items import Catalogue
 from .join import IMPORTED
 from .live import LivePolicy
@@ -39,7 +40,6 @@ from .tracked import EventLog
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)
-MAX_EVENT_ID = 256
 HOLDOUT_SEED = 7  # not sampling's seed (0), so that holdout and draws are independent
 APPRENTICE_BATCH = 1000  # events in latestApprenticeModeMetrics.lastBatchMetrics
 #: Configuration fields Azure's clients do not know: a PUT without them keeps them.
@@ -76,14 +76,6 @@ class PendingDecision:
     body: dict[str, Any]  # the answer
     multislot: bool
     holdout: bool
-
-
-def check_event_id(event_id: str, code: str = "BadRequest") -> None:
-    check_text(event_id, code)
-    if not event_id:
-        raise BadRequest("EventId should be non-empty or null.", code)
-    if len(event_id) > MAX_EVENT_ID:
-        raise BadRequest(f"EventId must be at most {MAX_EVENT_ID} characters.", code)
 
 
 def body_hash(body: Any) -> str:
@@ -499,9 +491,12 @@ class Loop:
 
     def import_lines(self, lines: Iterable[bytes], learn: bool = True) -> int:
         """Log DSJSON decisions (e.g. from Azure) with their rewards; the trainer learns
-        them unless ``learn`` is False (they are then kept for evaluation only)."""
+        them unless ``learn`` is False (they are then kept for evaluation only). Every
+        line is checked before any is stored: a bad line stores nothing (logcheck.py)."""
+        s = self.settings
+        items = list(dsjson.read_lines(iter(lines), self.name, s.max_features, s.max_string_length))
         n = 0
-        for item in dsjson.read_lines(iter(lines), self.name):
+        for item in items:
             d = item.decision if learn else replace(item.decision, mode=IMPORTED)
             if self.store.append_decision(d).result() is None:
                 if item.rewards:
@@ -517,8 +512,10 @@ class Loop:
             self._persist(key_hashes=key_hashes)
 
     def _persist(self, **changes: Any) -> None:
-        self.record = replace(self.record, **changes)
-        self.store.put_loop(self.record).result()
+        """Write a change to the loop's record; kept in memory only once it is stored."""
+        record = replace(self.record, **changes)
+        self.store.put_loop(record).result()
+        self.record = record
 
     def _new_model(self, blob: bytes | None, args: str) -> None:
         """Serve a new model (a file, or None: an empty one) between two trainer steps,

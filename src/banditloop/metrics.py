@@ -75,6 +75,12 @@ LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
     registry=REQUEST_REGISTRY,
 )
+EVENTS_FAILED = Counter(
+    "banditloop_events_failed",
+    "Closed events the trainer could not learn (VW refused them); marked and skipped.",
+    ["loop"],
+    registry=REQUEST_REGISTRY,
+)
 FLUSH_SECONDS = 1.0
 REWARD_KINDS = ("joined", "late", "orphan")
 CHUNK = 200_000  # rows counted per scrape when catching up with a large log
@@ -270,7 +276,8 @@ def scrape_registry(registry: Registry) -> CollectorRegistry:
     else:
         from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 
-        for c in (REQUESTS, LATENCY, PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        collectors = (REQUESTS, LATENCY, EVENTS_FAILED)
+        for c in (*collectors, PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             out.register(c)
     out.register(StoreCollector(registry))
     return out

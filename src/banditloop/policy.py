@@ -6,15 +6,16 @@ and stays short; parallelism comes from processes, each with its own Policy.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-import shlex
 import tempfile
 import threading
 from collections.abc import Iterable
 
 import vowpalwabbit
 
+from . import modelfile, vwargs
 from .errors import BadRequest, InvalidPolicy
 
 #: banditloop's default, chosen by measurement (docs/learning.md): synthetic cover
@@ -23,84 +24,12 @@ from .errors import BadRequest, InvalidPolicy
 DEFAULT_POLICY = "--cb_explore_adf --synthcover -q ::"
 #: Azure Personalizer's own default, kept for comparison and for imported loops.
 AZURE_DEFAULT_POLICY = "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.001 --cb_type mtr -q ::"
-MAX_ARGUMENTS_LENGTH = 1024
-
-# Options that read or write files, open sockets or change how the process runs.
-_FORBIDDEN = {
-    "-d",
-    "--data",
-    "-f",
-    "--final_regressor",
-    "-i",
-    "--initial_regressor",
-    "-c",
-    "--cache",
-    "--cache_file",
-    "--readable_model",
-    "--invert_hash",
-    "--daemon",
-    "--port",
-    "-p",
-    "--predictions",
-    "-r",
-    "--raw_predictions",
-    "--pid_file",
-    "--port_file",
-    "--feature_mask",
-    "--save_per_pass",
-    "--output_feature_regularizer_binary",
-    "--output_feature_regularizer_text",
-    "--input_feature_regularizer",
-    "--dictionary",
-    "--dictionary_path",
-    "--audit_regressor",
-    "--extra_metrics",
-    "--json",
-    "--dsjson",
-    "--passes",
-    "--help",
-    "-h",
-    "--onethread",
-    "--num_children",
-    "--span_server",
-    "--unique_id",
-    "--total",
-    "--node",
-    "--sendto",
-    "--progress",
-    "-P",
-    "--flatbuffer",
-    "--compressed",
-    "--db",
-    "--id",
-    "--preserve_performance_counters",
-    "--kill_cache",
-    "-k",
-    "--no_stdin",
-    "--version",
-    "--predict_only_model",
-    "--log_output",
-    "--limit_output",
-}
-_EPSILON = re.compile(r"(--epsilon|-e)(=|\s+)\S+")
+_EPSILON = re.compile(r"--epsilon(=|\s+)\S+")
 
 
 def check_arguments(args: str) -> list[str]:
-    """Tokens of a policy string, refusing options that could touch files or the process."""
-    if len(args) > MAX_ARGUMENTS_LENGTH:
-        raise InvalidPolicy(f"Policy arguments must be at most {MAX_ARGUMENTS_LENGTH} characters.")
-    try:
-        tokens = shlex.split(args)
-    except ValueError as ex:
-        raise InvalidPolicy(f"Policy arguments cannot be parsed: {ex}.") from None
-    if "--cb_explore_adf" not in tokens and "--ccb_explore_adf" not in tokens:
-        raise InvalidPolicy("Policy arguments must contain --cb_explore_adf or --ccb_explore_adf.")
-    for tok in tokens:
-        name = tok.split("=", 1)[0]
-        short = name[:2] if name.startswith("-") and not name.startswith("--") else name
-        if name in _FORBIDDEN or short in _FORBIDDEN:
-            raise InvalidPolicy(f"Policy argument {name} is not allowed.")
-    return tokens
+    """Tokens of a policy string: allow-listed learning options only (vwargs.py)."""
+    return vwargs.policy_tokens(args)
 
 
 def with_epsilon(args: str, epsilon: float) -> str:
@@ -119,6 +48,8 @@ class Policy:
         self.lock = threading.Lock()
         tokens = [*check_arguments(args), "--json", "--quiet"]
         self.multislot = "--ccb_explore_adf" in tokens
+        if model is not None:
+            check_model(args, model)
         self._ws = _workspace(tokens, model)
 
     def pmf(self, example: str) -> list[float]:
@@ -148,32 +79,73 @@ class Policy:
 
     def learn(self, examples: Iterable[str]) -> int:
         """Learn from labelled JSON examples; returns how many were learned."""
-        n = 0
+        errors = self.learn_each(examples)
+        failed = next((e for e in errors if e is not None), None)
+        if failed is not None:
+            raise RuntimeError(failed)
+        return len(errors)
+
+    def learn_each(self, examples: Iterable[str]) -> list[str | None]:
+        """Learn from each example that VW takes; per example, None or why it failed."""
+        out: list[str | None] = []
         with self.lock:
             for line in examples:
-                ex = self._ws.parse(line)
+                try:
+                    ex = self._ws.parse(line)
+                except Exception as err:
+                    out.append(f"Vowpal Wabbit cannot read the example: {err}"[:500])
+                    continue
                 try:
                     self._ws.learn(ex)
+                    out.append(None)
+                except Exception as err:
+                    out.append(f"Vowpal Wabbit cannot learn the example: {err}"[:500])
                 finally:
                     self._ws.finish_example(ex)
-                n += 1
-        return n
+        return out
 
     def save(self) -> bytes:
-        """The model as a VW model file."""
+        """The model as a VW model file, stamped with the digest of its content."""
         fd, path = tempfile.mkstemp(suffix=".vw")
         os.close(fd)
         try:
             with self.lock:
                 self._ws.save(path)
             with open(path, "rb") as fh:
-                return fh.read()
+                return modelfile.stamp(fh.read())
         finally:
             os.unlink(path)
 
     def close(self) -> None:
         with self.lock:
             self._ws.finish()
+
+
+def check_model(args: str, model: bytes) -> modelfile.Header:
+    """Refuse a model file before VW loads it: its header must pass modelfile.verify
+    and hold the options the policy gives a model (a model of another policy would
+    bring its own options in, unseen by GET /configurations/policy)."""
+    header = modelfile.verify(model)
+    modelfile.check_policy(header, kept_options(args))
+    return header
+
+
+@functools.lru_cache(maxsize=64)
+def kept_options(args: str) -> tuple[vwargs.Pair, ...]:
+    """The options VW stores in the header of a model of this policy (with the implied
+    ones, such as --cb_adf), read from a one-bit empty model; plus the policy's -b."""
+    pairs = vwargs.parse(args)
+    tokens = vwargs.tokens(p for p in pairs if p[0] != "--bit_precision")
+    with tempfile.TemporaryDirectory(prefix="banditloop-") as tmp:
+        path = os.path.join(tmp, "empty.vw")
+        ws = _start([*tokens, "-b", "1", "--quiet"])
+        try:
+            ws.save(path)
+        finally:
+            ws.finish()
+        with open(path, "rb") as fh:
+            header = modelfile.read_header(fh.read())
+    return (*header.pairs(), ("--bit_precision", str(vwargs.bits(pairs))))
 
 
 def _workspace(tokens: list[str], model: bytes | None) -> vowpalwabbit.Workspace:

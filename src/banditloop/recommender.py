@@ -16,7 +16,7 @@ import string
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 import jmespath
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import BadRequest, FeatureError, RecommenderFailure
 from .featurize import check_text, clean_features
+from .ids import DOT_SEGMENTS
 
 CODE = "InvalidRankRequest"
 MAX_ANSWER_BYTES = 4 << 20
@@ -39,7 +40,7 @@ Param = str | int | float | bool
 class FallbackConfig(BaseModel):
     """What to rank when the recommender fails: the loop's most rewarded items, or a list."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     source: Literal["topRewarded", "static"] = Field(
         "topRewarded",
@@ -48,15 +49,19 @@ class FallbackConfig(BaseModel):
     )
     items: list[str] = Field(default_factory=list, description="Static fallback item ids.")
     by: Literal["total", "mean"] = Field("total", description="Order by total or mean reward.")
-    minEvents: int = Field(1, ge=1, description="Items shown fewer times are left out.")
-    windowHours: float = Field(168.0, gt=0, description="How far back the logs are read.")
-    cacheSeconds: float = Field(60.0, ge=0, description="How long the computed list is reused.")
+    minEvents: int = Field(1, ge=1, le=10**9, description="Items shown fewer times are left out.")
+    windowHours: float = Field(
+        168.0, gt=0, le=24 * 3650, description="How far back the logs are read."
+    )
+    cacheSeconds: float = Field(
+        60.0, ge=0, le=86400, description="How long the computed list is reused."
+    )
 
 
 class RecommenderConfig(BaseModel):
     """An HTTP recommender whose top-K items a Rank request re-ranks."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     url: str = Field(
         description="URL template, e.g. http://recs:8000/recs?user={userId}&n={topK}; "
@@ -133,17 +138,39 @@ def _text(value: Param) -> str:
 
 
 def expand(template: str, params: dict[str, Param], top_k: int) -> str:
-    """The URL for a request: each placeholder replaced by its URL-encoded value."""
-    values: dict[str, Param] = {"topK": top_k, **params}
+    """The URL for a request: each placeholder replaced by its URL-encoded value.
+
+    A client's params cannot set the built-in ones (``topK``), and a value that goes
+    into the URL's path cannot be ``.`` or ``..`` or hold a ``/`` or ``\\``: HTTP
+    clients and proxies would resolve them into another path of the recommender."""
+    clash = sorted(set(params) & set(BUILTINS))
+    if clash:
+        raise BadRequest(
+            f"recommenderParams may not set {', '.join(clash)}: the connector sets it.", CODE
+        )
+    values: dict[str, Param] = {**params, "topK": top_k}
     out = []
+    in_path = True
     for literal, name, _, _ in string.Formatter().parse(template):
         out.append(literal)
+        in_path = in_path and "?" not in literal and "#" not in literal
         if name is None:
             continue
         if name not in values:
             raise BadRequest(f"recommenderParams must have a value for {name!r}.", CODE)
-        out.append(quote(check_text(_text(values[name]), CODE), safe=""))
-    return "".join(out)
+        text = check_text(_text(values[name]), CODE)
+        if in_path and (text in DOT_SEGMENTS or "/" in text or "\\" in text):
+            raise BadRequest(
+                f"recommenderParams {name!r} goes into the recommender's path: it may not be "
+                "'.' or '..' nor contain '/' or '\\'.",
+                CODE,
+            )
+        out.append(quote(text, safe=""))
+    url = "".join(out)
+    path = url.split("://", 1)[-1].split("?", 1)[0].split("#", 1)[0]
+    if any(unquote(segment) in DOT_SEGMENTS for segment in path.split("/")[1:]):
+        raise BadRequest("recommenderParams would make a '.' or '..' path segment.", CODE)
+    return url
 
 
 @dataclass(frozen=True)

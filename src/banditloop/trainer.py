@@ -21,13 +21,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .config import LoopConfig
 from .join import outcome, training_example
 from .live import LivePolicy
+from .metrics import EVENTS_FAILED
 from .store import SqlStore
-from .store.base import ModelRecord
+from .store.base import ClosedEvent, ModelRecord, Outcome
 
 log = logging.getLogger(__name__)
 ELECTION_RETRY = 1.0  # seconds between attempts to take over a loop another process trains
@@ -37,6 +38,7 @@ ELECTION_RETRY = 1.0  # seconds between attempts to take over a loop another pro
 class TrainerStats:
     learned: int = 0  # events learned since start-up
     skipped: int = 0  # not learned: deferred and never activated, or LoggingOnly
+    failed: int = 0  # not learned: VW could not take them (marked, never retried)
     last_checkpoint: float = 0.0
 
 
@@ -92,22 +94,15 @@ class Trainer:
             if not events:
                 return 0
             outcomes = [outcome(ev, cfg) for ev in events]
-            lines = [
-                training_example(ev, o.trained)
-                for ev, o in zip(events, outcomes, strict=True)
-                if o.trained is not None
-            ]
-            self.stats.skipped += len(events) - len(lines)
-            if lines:
-                self.live.policy.learn(lines)
+            learned = self._learn(events, outcomes)
             try:
                 self.store.mark_learned(self.loop, outcomes, self.mark).result()
             except Exception:  # learned but not marked: start again from the saved model
                 self.active, self._stale, self._dirty = False, True, False
                 raise
-            self.stats.learned += len(lines)
-            self.events_learned += len(lines)
-            self._dirty = True
+            self.stats.learned += learned
+            self.events_learned += learned
+            self._dirty = self._dirty or learned > 0  # skipped events leave the model as is
             return len(events)
 
     def drain(self, now: float | None = None) -> int:
@@ -117,6 +112,32 @@ class Trainer:
         while handled := self.step(now):
             total += handled
         return total
+
+    def _learn(self, events: list[ClosedEvent], outcomes: list[Outcome]) -> int:
+        """Learn what is to be learned; an event VW cannot take is marked as failed in
+        its outcome (so it is skipped, never retried), counted and logged, and the rest
+        of the batch is learned: one bad event cannot stall the loop."""
+        todo: list[tuple[int, str]] = []
+        for i, (ev, o) in enumerate(zip(events, outcomes, strict=True)):
+            if o.trained is None:
+                continue
+            try:
+                todo.append((i, training_example(ev, o.trained)))
+            except Exception as ex:  # a stored example that is not what Rank logs
+                outcomes[i] = replace(o, trained=None, error=f"not a logged example: {ex!r}")
+        errors = self.live.policy.learn_each([line for _, line in todo]) if todo else []
+        for (i, _), error in zip(todo, errors, strict=True):
+            if error is not None:
+                outcomes[i] = replace(outcomes[i], trained=None, error=error)
+        failed = [(events[i].event_id, o.error) for i, o in enumerate(outcomes) if o.error]
+        for event_id, error in failed:
+            log.warning("loop %s: event %r not learnable, skipped: %s", self.loop, event_id, error)
+        if failed:
+            self.stats.failed += len(failed)
+            EVENTS_FAILED.labels(self.loop).inc(len(failed))
+        learned = sum(1 for o in outcomes if o.trained is not None)
+        self.stats.skipped += len(events) - learned - len(failed)
+        return learned
 
     def _take_over(self) -> None:
         """Become the loop's trainer, from the newest saved model."""

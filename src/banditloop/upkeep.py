@@ -2,7 +2,8 @@
 
 Deleting a loop's logs deletes its tracked events too, and forgetting a user (a
 context feature value) also deletes the tracked events, history and
-recommendation decisions of the user or session with that id.  Retention deletes
+recommendation decisions of the user or session with that id; the store is then
+scrubbed (SQLite overwrites the deleted rows and truncates its WAL).  Retention deletes
 what is older than each loop's ``logRetentionDays``; auto-optimization starts a
 policy search when one is due (evaluation/service.py).
 """
@@ -43,7 +44,19 @@ def delete_logs(
     """Delete logged events (blocking) and the tracked data they imply: all of them or
     those older than ``before`` (with the tracked events), one event, or those whose
     context has a feature value (with the user's or session's tracked data); returns
-    how many decisions."""
+    how many decisions. The store is then scrubbed of the deleted values."""
+    try:
+        return _delete_logs(loop, before, event_id, feature)
+    finally:
+        loop.store.scrub()
+
+
+def _delete_logs(
+    loop: Loop,
+    before: float | None,
+    event_id: str | None,
+    feature: tuple[list[str], Any] | None,
+) -> int:
     store = loop.store
     if event_id is not None:
         return store.delete_logs(loop.name, event_ids=[event_id]).result()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
-import zipfile
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request
@@ -14,12 +11,12 @@ from starlette.responses import Response
 
 from ..config import ServiceConfiguration
 from ..errors import BadRequest
+from ..modelfile import MAX_MODEL_BYTES, signed_archive, unpack
 from ..upkeep import delete_logs as forget_logs
 from .deps import AdminLoop
 from .schemas import ERROR_RESPONSES
 
 router = APIRouter(responses=ERROR_RESPONSES)
-MAX_MODEL_BYTES = 512 << 20
 
 
 class PolicyContract(BaseModel):
@@ -145,7 +142,7 @@ async def import_model(request: Request, loop: AdminLoop) -> Response:
         body += chunk
         if len(body) > MAX_MODEL_BYTES:
             raise BadRequest("The model file is too large.", "PayloadSizeExceeded")
-    await run_in_threadpool(loop.import_model, unpack_model(bytes(body)))
+    await run_in_threadpool(loop.import_model, unpack(bytes(body)))
     return Response(status_code=204)
 
 
@@ -196,36 +193,3 @@ async def forget(request: Annotated[ForgetRequest, Body()], loop: AdminLoop) -> 
         raise BadRequest('feature must name a context feature, e.g. "user.id".')
     n = await run_in_threadpool(lambda: forget_logs(loop, feature=(path, request.value)))
     return {"deleted": n}
-
-
-def signed_archive(blob: bytes) -> bytes:
-    """A zip of the model with its SHA-512 digest (``signer.der`` empty: no certificate)."""
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("model.vw", blob)
-        zf.writestr("sha512_signature.bin", hashlib.sha512(blob).digest())
-        zf.writestr("signer.der", b"")
-    return out.getvalue()
-
-
-def unpack_model(body: bytes) -> bytes:
-    """The model file from an upload: raw VW bytes, or model.vw from a signed zip."""
-    if not body:
-        raise BadRequest("The request has no model file.", "InvalidModelImportFormat")
-    if not body.startswith(b"PK\x03\x04"):
-        return body
-    try:
-        with zipfile.ZipFile(io.BytesIO(body)) as zf:
-            blob = zf.read("model.vw")
-            names = set(zf.namelist())
-            signer = zf.read("signer.der") if "signer.der" in names else None
-            digest = zf.read("sha512_signature.bin") if "sha512_signature.bin" in names else None
-    except (zipfile.BadZipFile, KeyError) as ex:
-        raise BadRequest(f"Not a model archive: {ex}", "InvalidModelImportFormat") from None
-    # Our own archives carry a digest; a certificate signature (Azure's) cannot be
-    # checked here, and the model is validated by loading it in any case.
-    if signer == b"" and digest != hashlib.sha512(blob).digest():
-        raise BadRequest(
-            "The model archive's digest does not match model.vw.", "InvalidModelImportSignature"
-        )
-    return blob

@@ -28,11 +28,23 @@ def service(request: Request) -> Service:
 
 
 def find_loop(reg: Registry, name: str, key: str | None, role: str) -> Loop:
-    """The loop a request names, if its key may call the endpoint (the fast path's too)."""
+    """The loop a request names, if its key may call the endpoint (the fast path's too).
+
+    A loop with no keys of its own on a server with none is open, but not for
+    administration once any other loop has keys: then only keys of its own (or server
+    admin keys) may administer it."""
     loop = reg.loops.get(name)
+    rings = [reg.keys, loop.record.key_hashes if loop else {}]
+    open_loop = not any(r.get(CLIENT) or r.get(ADMIN) for r in rings)
+    if role == ADMIN and open_loop and _any_loop_keys(reg):
+        rings.append(_CLOSED)
     # Authorize before saying whether the loop exists.
-    authorize(key, role, reg.keys, loop.record.key_hashes if loop else {})
+    authorize(key, role, *rings)
     return reg.get(name)
+
+
+def _any_loop_keys(reg: Registry) -> bool:
+    return any(any(loop.record.key_hashes.values()) for loop in list(reg.loops.values()))
 
 
 def _loop(request: Request, role: str) -> Loop:
@@ -60,9 +72,16 @@ _CLOSED = {ADMIN: ["no key hashes to this"]}
 async def server_admin(request: Request) -> Registry:
     """Server-wide administration (the set of loops): server admin keys only."""
     reg = registry(request)
-    loop_keys = any(any(loop.record.key_hashes.values()) for loop in reg.loops.values())
-    authorize(request_key(request), ADMIN, reg.keys, *([_CLOSED] if loop_keys else []))
+    closed = [_CLOSED] if _any_loop_keys(reg) else []
+    authorize(request_key(request), ADMIN, reg.keys, *closed)
     return reg
+
+
+def metrics_reader(request: Request) -> None:
+    """/metrics: open unless ``metrics_key_required``; then a server admin key only."""
+    reg = registry(request)
+    if reg.settings.metrics_key_required:
+        authorize(request_key(request), ADMIN, reg.keys, _CLOSED)
 
 
 ClientLoop = Annotated[Loop, Depends(client_loop)]

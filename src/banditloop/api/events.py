@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
-from ..loop import MAX_EVENT_ID, Loop, RankInput, body_hash
+from ..ids import MAX_EVENT_ID
+from ..loop import Loop, RankInput, body_hash
 from ..ranking import SlotInput
 from ..rerank import Reranker, RerankRequest
 from .deps import ClientLoop

@@ -24,8 +24,8 @@ from starlette.exceptions import HTTPException
 
 from ..auth import CLIENT, key_from_headers
 from ..errors import BanditloopError
+from ..ids import MAX_EVENT_ID
 from ..limits import ASGIApp, Message, Receive, Scope, Send
-from ..loop import MAX_EVENT_ID
 from .deps import find_loop
 from .errors import error_response, http_error_response
 from .events import activate, answer_rank, rank, reward, router

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from .. import metrics
 from ..errors import Unavailable
 from ..registry import Registry
+from .deps import metrics_reader
 from .errors import error_response
 
 router = APIRouter(tags=["operations"])
@@ -58,7 +59,10 @@ def _scrape(request: Request) -> bytes:
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
 )
 async def prometheus_metrics(request: Request) -> Response:
-    """Prometheus metrics of this server (every worker's, in multiprocess mode)."""
+    """Prometheus metrics of this server (every worker's, in multiprocess mode); with
+    ``metrics_key_required``, for server admin keys only."""
+    if getattr(request.app.state, "registry", None) is not None:
+        metrics_reader(request)
     metrics.REQUEST_METRICS.flush()  # on the event loop's thread, where requests add
     body = await run_in_threadpool(_scrape, request)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

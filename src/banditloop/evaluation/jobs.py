@@ -8,11 +8,16 @@ and hands its result back to the parent, which stores it.
 from __future__ import annotations
 
 import base64
+import collections
 import logging
 import multiprocessing
+import resource
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
@@ -129,11 +134,41 @@ def series(policy: dict[str, Any], interval_minutes: int, window: str) -> list[d
     return out
 
 
-class JobRunner:
-    """One worker process for the server's jobs; results are stored by the caller's hook."""
+JobFn = Callable[[str, str, dict[str, Any], str], dict[str, Any]]
+MEMORY_CAP = 4 << 30  # bytes a job's process may use (VW workspaces of up to 10 policies)
 
-    def __init__(self) -> None:
+
+def _confine() -> None:
+    """In the job's process: a memory cap, so that a policy asking for too many weights
+    fails its job instead of the machine."""
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+@dataclass
+class _Pending:
+    kind: str
+    args: tuple[str, str, dict[str, Any], str]
+    job: JobRecord
+    done: Callable[[JobRecord], None]
+    future: Future[dict[str, Any]]
+
+
+class JobRunner:
+    """The server's jobs, one at a time, in a worker process; results are stored by the
+    caller's hook.
+
+    Jobs go to the worker one by one, so that when the worker dies (VW crashed on a
+    policy, or the kernel killed it) the job it ran is known: that job fails with a
+    clear message, the pool is replaced and the next job runs."""
+
+    def __init__(self, jobs: dict[str, JobFn] | None = None) -> None:
+        self.jobs = jobs or JOBS
         self._pool: ProcessPoolExecutor | None = None
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._running: _Pending | None = None
+        self._lock = threading.RLock()  # a future already done calls back at once
+        self._closed = False
 
     def submit(
         self,
@@ -144,21 +179,64 @@ class JobRunner:
         policy: str,
         done: Callable[[JobRecord], None],
     ) -> Future[dict[str, Any]]:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        fut = self._pool.submit(JOBS[kind], db, loop, job.request, policy)
+        pending = _Pending(kind, (db, loop, job.request, policy), job, done, Future())
+        with self._lock:
+            self._queue.append(pending)
+            self._next()
+        return pending.future
 
-        def finish(f: Future[dict[str, Any]]) -> None:
-            try:
-                result, status = f.result(), "Succeeded"
-            except Exception as ex:  # the job's failure is its result
-                log.exception("%s %s failed", kind, job.id)
-                result, status = {"error": str(ex)}, "Failed"
-            done(JobRecord(job.id, job.created, status, job.request, result))
+    def _next(self) -> None:
+        """Start the next job if none runs (holding the lock)."""
+        if self._running is not None or not self._queue or self._closed:
+            return
+        pending = self._running = self._queue.popleft()
+        try:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    1, mp_context=multiprocessing.get_context("spawn"), initializer=_confine
+                )
+            fut = self._pool.submit(self.jobs[pending.kind], *pending.args)
+        except Exception as ex:  # e.g. the pool broke between two jobs
+            self._pool = None
+            fut = Future()
+            fut.set_exception(ex)
+        fut.add_done_callback(lambda f: self._finished(pending, f))
 
-        fut.add_done_callback(finish)
-        return fut
+    def _finished(self, pending: _Pending, f: Future[dict[str, Any]]) -> None:
+        job, kind = pending.job, pending.kind
+        try:
+            result, status = f.result(), "Succeeded"
+        except BrokenProcessPool:
+            log.error("%s %s: the job's process died; starting a new one", kind, job.id)
+            result = {
+                "error": "The job's process died (Vowpal Wabbit crashed on one of the "
+                "policies, or the process ran out of memory). Other jobs are not affected."
+            }
+            status = "Failed"
+            with self._lock:
+                broken, self._pool = self._pool, None
+            if broken is not None:
+                broken.shutdown(wait=False, cancel_futures=True)
+        except Exception as ex:  # the job's failure is its result
+            log.exception("%s %s failed", kind, job.id)
+            result, status = {"error": str(ex) or type(ex).__name__}, "Failed"
+        try:
+            pending.done(JobRecord(job.id, job.created, status, job.request, result))
+        except Exception:  # storing the result failed: the next job still runs
+            log.exception("%s %s: the result could not be stored", kind, job.id)
+        finally:
+            if status == "Succeeded":
+                pending.future.set_result(result)
+            else:
+                pending.future.set_exception(RuntimeError(result["error"]))
+            with self._lock:
+                self._running = None
+                self._next()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            self._closed = True
+            self._queue.clear()
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)

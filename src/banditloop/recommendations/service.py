@@ -24,7 +24,8 @@ from pydantic import BaseModel, Field
 from ..dsjson import parse_timestamp
 from ..errors import BadRequest, NotFound, RecommenderFailure
 from ..featurize import check_text
-from ..loop import Loop, RankInput, check_event_id
+from ..ids import check_event_id
+from ..loop import Loop, RankInput
 from ..recommender import Param, fetch
 from ..rerank import Reranker, with_upstream
 from ..store.base import TrackedEvent

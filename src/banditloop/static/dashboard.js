@@ -109,6 +109,7 @@
       tile("random reward", fmt(rr.random.value, 3), `[${fmt(rr.random.low, 3)}, ${fmt(rr.random.high, 3)}]`),
       tile("trainer lag", fmt(d.trainer.lagSeconds, 1) + " s", `${d.trainer.backlog} waiting`),
       tile("model version", d.trainer.modelVersion, `${d.trainer.eventsLearned} events learned`),
+      tile("failed events", tot.failed, "VW could not learn them: skipped"),
     ];
     if (tot.imitation !== null && tot.imitation !== undefined) {
       tiles.push(tile("imitation", pct(tot.imitation), "apprentice: draw = baseline"));

@@ -94,6 +94,7 @@ class Outcome:
     seq: int
     rewards: list[float] | None
     trained: list[float] | None
+    error: str | None = None  # why the trainer could not learn it (then skipped)
 
 
 @dataclass(frozen=True)

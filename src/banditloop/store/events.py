@@ -51,6 +51,14 @@ def decision(row: Sequence[Any]) -> Decision:
     )
 
 
+def outcome_json(o: Outcome) -> str:
+    """An outcome as stored; ``e`` only for an event the trainer could not learn."""
+    out: dict[str, Any] = {"r": o.rewards, "t": o.trained}
+    if o.error:
+        out["e"] = o.error
+    return orjson.dumps(out).decode()
+
+
 def joined(
     conn: Reader, loop: str, event_ids: Sequence[str]
 ) -> tuple[dict[str, list[tuple[float, float, str | None]]], dict[str, list[float]]]:
@@ -235,9 +243,7 @@ class Events(Queries):
 
     def mark_learned(self, loop: str, outcomes: list[Outcome], mark: int) -> Future[None]:
         """Mark events as handled under the trainer's mark, with what they were learned as."""
-        rows = [
-            (mark, orjson.dumps({"r": o.rewards, "t": o.trained}).decode(), o.seq) for o in outcomes
-        ]
+        rows = [(mark, outcome_json(o), o.seq) for o in outcomes]
 
         def job(conn: Conn) -> None:
             self._check_lead(conn, loop)

@@ -30,6 +30,10 @@ class SqlStore(Writer, Events, Models, Loops, Jobs, Items, Tracking, Stats):
         """Whether this process may train ``loop`` now (see PostgresStore)."""
         return True
 
+    def scrub(self) -> None:
+        """After deleting logs: no copy of the deleted rows left in the store's files
+        (SQLite: sqlite.py; PostgreSQL leaves them to VACUUM, docs/security.md)."""
+
     def ping(self) -> None:
         """Raise Unavailable unless the store is open and answers a trivial query."""
         if self.closed:

@@ -5,6 +5,7 @@ them run beside the writer."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
 import time
@@ -21,6 +22,7 @@ from .loops import read_loop as read_record
 from .schema import MIGRATIONS
 from .sql import SqlStore
 
+log = logging.getLogger(__name__)
 LOCK_WAIT_FIRST = 0.0001  # seconds: the writer's first wait for another process's write lock
 LOCK_WAIT_MOST = 0.001  # and its longest (SQLite's own busy handler sleeps up to 0.1 s)
 
@@ -48,6 +50,7 @@ def _connect(path: Path, synchronous: str, busy_timeout: float = 30.0) -> sqlite
         path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
     )
     conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten (forget)
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
     return conn
@@ -110,6 +113,19 @@ class SqliteStore(SqlStore):
 
     def _writer(self) -> sqlite3.Connection:
         return self._writer_conn
+
+    def scrub(self) -> None:
+        """Copy the WAL into the database, whose deleted cells secure_delete zeroed, and
+        truncate it: the WAL's older pages held the deleted rows."""
+        conn = _connect(self.path, self._synchronous, self._busy_timeout)
+        try:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            conn.close()
+        if busy:
+            log.warning(
+                "the WAL could not be truncated: a reader held it for %s s", self._busy_timeout
+            )
 
     def _begin(self, conn: Conn) -> None:
         """BEGIN IMMEDIATE, waiting for another process's write lock in steps of 0.1 to
