@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import sqlite3
 import time
+import zipfile
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import vowpalwabbit
 
 T = TypeVar("T")
 
@@ -26,6 +29,11 @@ BASES: list[tuple[str, str]] = [
 BASE_IDS = ["v1.0", "v1.1-preview.1", "v1.1-preview.2", "v1.1-preview.3", "2022-09", "loops"]
 
 V1 = "/personalizer/v1.0"
+#: A labelled cb_explore_adf example in VW's JSON, as the trainer feeds it.
+EXAMPLE = (
+    '{"_label_cost":-1,"_label_probability":0.5,"_label_Action":1,"_labelIndex":0,'
+    '"FromUrl":[{"a":1}],"_multi":[{"i":{"id":"x"}},{"i":{"id":"y"}}]}'
+)
 
 
 def url(base: tuple[str, str], path: str) -> str:
@@ -95,3 +103,24 @@ def create_loop(server_url: str, prefix: str, policy: str, **configuration: Any)
     )
     assert r.status_code == 201, r.text
     return name
+
+
+def vw_model(tmp_path: Path, args: str) -> bytes:
+    """A model saved by VW itself (no stamp of ours), after a few examples."""
+    ws = vowpalwabbit.Workspace(f"{args} --json --quiet")
+    for _ in range(3):
+        ex = ws.parse(EXAMPLE)
+        ws.learn(ex)
+        ws.finish_example(ex)
+    ws.save(str(tmp_path / "vw.model"))
+    ws.finish()
+    return (tmp_path / "vw.model").read_bytes()
+
+
+def zip_of(members: dict[str, bytes]) -> bytes:
+    """A zip archive of these files (name: content)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return out.getvalue()

@@ -14,32 +14,17 @@ import vowpalwabbit
 from banditloop import modelfile, vwcheck
 from banditloop.errors import BadRequest
 from banditloop.policy import Policy, with_epsilon
+from helpers import EXAMPLE, vw_model, zip_of
 
 ARGS = "--cb_explore_adf --synthcover -q :: --epsilon 0"
 CCB_EXAMPLE = (
     '{"FromUrl":[{"a":1}],"_multi":[{"i":{"id":"x"}},{"i":{"id":"y"}}],'
     '"_slots":[{"_id":"s","_label_cost":-1,"_a":[0,1],"_p":[0.5,0.5]}]}'
 )
-EXAMPLE = (
-    '{"_label_cost":-1,"_label_probability":0.5,"_label_Action":1,"_labelIndex":0,'
-    '"FromUrl":[{"a":1}],"_multi":[{"i":{"id":"x"}},{"i":{"id":"y"}}]}'
-)
-
-
-def vw_model(tmp_path: Path, args: str = ARGS) -> bytes:
-    """A model saved by VW itself (no stamp), after a few examples."""
-    ws = vowpalwabbit.Workspace(f"{args} --json --quiet")
-    for _ in range(3):
-        ex = ws.parse(EXAMPLE)
-        ws.learn(ex)
-        ws.finish_example(ex)
-    ws.save(str(tmp_path / "m.vw"))
-    ws.finish()
-    return (tmp_path / "m.vw").read_bytes()
 
 
 def test_the_header_is_read_and_written_as_vw_does(tmp_path: Path) -> None:
-    blob = vw_model(tmp_path)
+    blob = vw_model(tmp_path, ARGS)
     h = modelfile.read_header(blob)
     assert (h.version, h.id, h.bits) == (vowpalwabbit.__version__, "", 18)
     assert h.options.split() == [
@@ -60,7 +45,7 @@ def test_the_header_is_read_and_written_as_vw_does(tmp_path: Path) -> None:
 
 
 def test_a_stamped_model_loads_and_vw_writes_it_back_unchanged(tmp_path: Path) -> None:
-    stamped = modelfile.stamp(vw_model(tmp_path))
+    stamped = modelfile.stamp(vw_model(tmp_path, ARGS))
     assert modelfile.verify(stamped).id.startswith(modelfile.STAMP)
     (tmp_path / "s.vw").write_bytes(stamped)
     ws = vowpalwabbit.Workspace(
@@ -80,7 +65,7 @@ def test_policies_save_stamped_models() -> None:
 
 
 def test_every_cut_of_a_stamped_model_is_refused(tmp_path: Path) -> None:
-    stamped = modelfile.stamp(vw_model(tmp_path))
+    stamped = modelfile.stamp(vw_model(tmp_path, ARGS))
     for n in range(len(stamped)):
         with pytest.raises(BadRequest) as info:
             modelfile.verify(stamped[:n])
@@ -88,7 +73,7 @@ def test_every_cut_of_a_stamped_model_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_changed_header_fails_its_checksum(tmp_path: Path) -> None:
-    blob = bytearray(vw_model(tmp_path))
+    blob = bytearray(vw_model(tmp_path, ARGS))
     at = blob.index(b"--synthcover")
     blob[at + 2 : at + 7] = b"squar"  # still an allowed option, but not what was written
     with pytest.raises(BadRequest, match="checksum"):
@@ -109,7 +94,7 @@ def test_a_changed_header_fails_its_checksum(tmp_path: Path) -> None:
 def test_what_vw_would_add_to_its_options_is_checked(
     tmp_path: Path, change: dict[str, object], words: str
 ) -> None:
-    blob = vw_model(tmp_path)
+    blob = vw_model(tmp_path, ARGS)
     h = modelfile.read_header(blob)
     crafted = modelfile.header_bytes(dataclasses.replace(h, **change)) + blob[h.end :]
     with pytest.raises(BadRequest) as info:
@@ -117,16 +102,8 @@ def test_what_vw_would_add_to_its_options_is_checked(
     assert words in info.value.message
 
 
-def _zip(members: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return out.getvalue()
-
-
 def test_archives(tmp_path: Path) -> None:
-    blob = vw_model(tmp_path)
+    blob = vw_model(tmp_path, ARGS)
     assert modelfile.unpack(modelfile.signed_archive(blob)) == blob
     digest = hashlib.sha512(blob).digest()
     cases = {
@@ -148,7 +125,7 @@ def test_archives(tmp_path: Path) -> None:
     }
     for name, (members, code) in cases.items():
         with pytest.raises(BadRequest) as info:
-            modelfile.unpack(_zip(members))
+            modelfile.unpack(zip_of(members))
         assert info.value.code == f"InvalidModelImport{code}", name
 
 

@@ -44,7 +44,7 @@ from banditloop.registry import Registry
 from banditloop.store import SqliteStore
 from banditloop.store.base import Decision, JobRecord, ModelRecord, SlotChoice
 from conftest import Server, free_port
-from helpers import V1, actions, poll, query, scalar
+from helpers import EXAMPLE, V1, actions, poll, query, scalar, vw_model, zip_of
 from recommender_server import recommender
 
 POLICY = f"{V1}/configurations/policy"
@@ -108,10 +108,6 @@ FORMERLY_FORBIDDEN = [
     "--log_output",
     "--limit_output",
 ]
-EXAMPLE = (
-    '{"_label_cost":-1,"_label_probability":0.5,"_label_Action":1,"_labelIndex":0,'
-    '"FromUrl":[{"a":1}],"_multi":[{"i":{"id":"x"}},{"i":{"id":"y"}}]}'
-)
 
 
 # -- the host: files, sockets, processes --------------------------------------------
@@ -326,17 +322,6 @@ def with_header(blob: bytes, options: str | None = None, ident: str | None = Non
     return head + b"".join(pieces) + struct.pack("<II", 4, checksum) + blob[pos:]
 
 
-def vw_model(tmp_path: Path, args: str) -> bytes:
-    ws = vowpalwabbit.Workspace(f"{args} --json --quiet")
-    for _ in range(5):
-        ex = ws.parse(EXAMPLE)
-        ws.learn(ex)
-        ws.finish_example(ex)
-    ws.save(str(tmp_path / "vw.model"))
-    ws.finish()
-    return (tmp_path / "vw.model").read_bytes()
-
-
 def _options(blob: bytes) -> str:
     at = blob.index(b" --cb_adf")
     return blob[at : blob.index(b"\0", at)].decode()
@@ -422,14 +407,6 @@ def test_a_truncated_foreign_model_is_refused(client: TestClient, tmp_path: Path
         assert "damaged or truncated" in _error(r, "InvalidModelImportFormat")
 
 
-def _zip(members: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return out.getvalue()
-
-
 def test_signed_archives_need_every_member_and_the_right_digest(client: TestClient) -> None:
     good = client.get(MODEL).content
     for members in (
@@ -437,7 +414,7 @@ def test_signed_archives_need_every_member_and_the_right_digest(client: TestClie
         {"model.vw": good, "signer.der": b""},  # no digest
         {"model.vw": good, "sha512_signature.bin": b"\0" * 64, "signer.der": b""},
     ):
-        r = client.put(MODEL, content=_zip(members), headers=OCTET)
+        r = client.put(MODEL, content=zip_of(members), headers=OCTET)
         _error(r, "InvalidModelImportSignature")
     assert client.get(MODEL).content == good
 
