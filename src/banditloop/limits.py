@@ -13,7 +13,7 @@ request (a header scan, a counter and, with rate limits on, one token bucket):
 
 What a Rank may carry (feature count, string length) is counted while its features
 are cleaned (featurize.FeatureLimits: one walk), and the store's writer queue is
-bounded by ``max_write_queue`` (store/sql.py).
+bounded by ``max_write_queue`` (store/writer.py).
 """
 
 from __future__ import annotations
