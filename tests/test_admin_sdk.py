@@ -12,7 +12,7 @@ from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import HttpResponseError
 
 from banditloop.policy import DEFAULT_POLICY
-from conftest import Server, free_port
+from conftest import Server
 from helpers import actions, poll, scalar
 
 CONFIG = {
@@ -32,7 +32,7 @@ POLICY_ARGS = (
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = Server(tmp_path_factory.mktemp("sdk-admin") / "data", free_port()).start()
+    s = Server(tmp_path_factory.mktemp("sdk-admin") / "data").start()
     yield s
     s.stop()
 

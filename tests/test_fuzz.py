@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import Server, free_port
+from conftest import Server
 
 EXAMPLES = os.environ.get("BANDITLOOP_FUZZ_EXAMPLES", "3")
 OPERATIONS = (
@@ -30,7 +30,7 @@ CHECKS += "response_schema_conformance"
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("fuzz") / "data", free_port()).start()
+    srv = Server(tmp_path_factory.mktemp("fuzz") / "data").start()
     yield srv
     srv.stop()
 

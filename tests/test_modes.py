@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from banditloop.sampling import sample_index, seed_for
-from conftest import Server, free_port
+from conftest import Server
 from helpers import V1, create_loop, pmf_of, poll, query
 
 CB = "--cb_explore_adf --epsilon 0.2 -q :: --cb_type mtr"
@@ -22,7 +22,7 @@ ACTIONS = [{"id": a, "features": [{"kind": a}]} for a in ("a", "b", "c")]
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = Server(tmp_path_factory.mktemp("modes") / "data", free_port()).start()
+    s = Server(tmp_path_factory.mktemp("modes") / "data").start()
     yield s
     s.stop()
 
