@@ -15,6 +15,9 @@ from banditloop.policy import DEFAULT_POLICY
 from conftest import Server
 from helpers import actions, poll, scalar
 
+#: One xdist worker runs this module: its tests share a module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("admin_sdk")
+
 CONFIG = {
     "rewardAggregation": "average",
     "modelExportFrequency": "PT3M",

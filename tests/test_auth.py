@@ -15,6 +15,9 @@ from banditloop.app import create_app
 from banditloop.config import Settings
 from helpers import actions
 
+#: One xdist worker runs this module: its tests share a module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("auth")
+
 V1 = "/personalizer/v1.0"
 NEWS = "/loops/news" + V1
 Q22 = "?api-version=2022-09-01-preview"

@@ -18,6 +18,9 @@ from banditloop.cli import main
 from conftest import Server
 from helpers import actions, query, scalar
 
+#: One xdist worker runs this module: its tests share a module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("cli_admin")
+
 V1 = "/personalizer/v1.0"
 ADMIN_KEY = "cli-Admin-k3y"
 RANK = {"actions": actions("a", "b", "c")}

@@ -32,6 +32,9 @@ from banditloop.worlds import NewsWorld, rank_body
 from conftest import Server
 from helpers import V1, poll, query, scalar
 
+#: One xdist worker runs this module: its tests share a module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("dsjson")
+
 SINGLE_KEYS = [
     "_label_cost",
     "_label_probability",

@@ -36,6 +36,9 @@ from banditloop.worlds import Interaction, NewsWorld
 from conftest import Server
 from helpers import V1, poll, query, scalar
 
+#: One xdist worker runs this module: its tests share a module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("evaluations")
+
 BAD = "--cb_explore_adf --epsilon 0.2 --cb_type mtr"
 GOOD = "--cb_explore_adf --epsilon 0.2 -q :: --cb_type mtr"
 GOOD_EPS = "--cb_explore_adf --epsilon 0.05 -q :: --cb_type mtr"

@@ -35,6 +35,9 @@ from banditloop.policy import Policy
 from conftest import Server
 from helpers import V1, actions, db_path, poll, query, scalar
 
+#: One xdist worker runs this module: its tests share a module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("faults")
+
 LOOP = 'BANDITLOOP_LOOP={"rewardWaitTime": "PT1S", "modelExportFrequency": "PT1S"}'
 
 

@@ -19,6 +19,9 @@ import pytest
 
 from conftest import Server
 
+#: One xdist worker runs this module: its tests share a module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("fuzz")
+
 EXAMPLES = os.environ.get("BANDITLOOP_FUZZ_EXAMPLES", "3")
 OPERATIONS = (
     r"^(/personalizer/(v1\.0/|v1\.1-preview\.1/|(?!v1)[^/])|/loops$|/loops/\{loop_name\}$"

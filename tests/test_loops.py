@@ -19,6 +19,9 @@ from banditloop.config import Settings
 from conftest import Server
 from helpers import actions, poll, query, scalar
 
+#: One xdist worker runs this module: its tests share a module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("loops")
+
 V1 = "/personalizer/v1.0"
 NEWS = "/loops/news" + V1
 RANK = {"actions": actions("a", "b", "c")}

@@ -15,6 +15,9 @@ from banditloop.sampling import sample_index, seed_for
 from conftest import Server
 from helpers import V1, create_loop, pmf_of, poll, query
 
+#: One xdist worker runs this module: its tests share a module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("modes")
+
 CB = "--cb_explore_adf --epsilon 0.2 -q :: --cb_type mtr"
 CCB = "--ccb_explore_adf --epsilon 0.2 -q :: --cb_type mtr"
 ACTIONS = [{"id": a, "features": [{"kind": a}]} for a in ("a", "b", "c")]

@@ -37,9 +37,12 @@ import pytest
 from conftest import V1, wait_healthy
 from helpers import poll
 
-pytestmark = pytest.mark.skipif(
-    not Path("/proc/self/fd").is_dir(), reason="finds the server's processes through /proc"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not Path("/proc/self/fd").is_dir(), reason="finds the server's processes through /proc"
+    ),
+    pytest.mark.xdist_group("multiprocess"),  # one worker: the tests share one cluster
+]
 
 LOOP_CONFIG = '{"rewardWaitTime":"PT1S","modelExportFrequency":"PT1S"}'
 THREADS = 4

@@ -24,6 +24,9 @@ from banditloop.store.base import ClosedEvent, SlotChoice
 from conftest import Server
 from helpers import create_loop, poll, query
 
+#: One xdist worker runs this module: its tests share a module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("multislot")
+
 CCB = "--ccb_explore_adf --epsilon 0.2 -q :: --cb_type mtr"
 CB = "--cb_explore_adf --epsilon 0.2 -q :: --cb_type mtr"
 
