@@ -249,5 +249,8 @@ def test_overload_sheds_with_retry_after_and_recovers(tmp_path: Path) -> None:
         assert r.status_code == 201, r.text
         metrics = httpx.get(f"{server.url}/metrics").text
         assert 'status="503"' in metrics
+        shed = f'banditloop_requests_shed_total{{reason="overloaded"}} {float(counts[503])}'
+        limited = f'banditloop_requests_shed_total{{reason="rate_limited"}} {float(counts[429])}'
+        assert shed in metrics and limited in metrics, metrics
     finally:
         server.stop()
