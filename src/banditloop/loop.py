@@ -225,7 +225,7 @@ class Loop:
                 for i, prob in policy.slot_pmf(p.example):
                     pmf[i] = prob
             else:
-                pmf = policy.pmf(p.example)
+                pmf = policy.rank_pmf(p.example, p.context, p.actions)
         except Exception:
             if req.source is None:
                 raise
