@@ -223,7 +223,7 @@ class ServiceConfiguration(BaseModel):
     rewardWaitTime: str = "PT10M"
     defaultReward: float = Field(0.0, ge=-1, le=1, allow_inf_nan=False)
     rewardAggregation: Aggregation = "earliest"
-    explorationPercentage: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
+    explorationPercentage: float = Field(0.05, ge=0, le=1, allow_inf_nan=False)
     modelExportFrequency: str = "PT2S"
     logMirrorEnabled: bool | None = None
     logMirrorSasUri: str | None = None

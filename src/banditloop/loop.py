@@ -224,6 +224,7 @@ class Loop:
                 pmf = [0.0] * n
                 for i, prob in policy.slot_pmf(p.example):
                     pmf[i] = prob
+                pmf = policy.floor(pmf)
             else:
                 pmf = policy.rank_pmf(p.example, p.context, p.actions)
         except Exception:
@@ -283,7 +284,7 @@ class Loop:
                 pmf = [float(i == slot.baseline) for i in allowed]
             elif len(allowed) > 1:
                 scores = dict(policy.slot_pmf(p.with_slots([slot.vw_object(allowed)])))
-                pmf = [scores.get(i, 0.0) for i in allowed]
+                pmf = policy.floor([scores.get(i, 0.0) for i in allowed])
             else:
                 pmf = [1.0] * len(allowed)
             baseline = allowed.index(slot.baseline) if slot.baseline in allowed else None

@@ -7,6 +7,7 @@ and stays short; parallelism comes from processes, each with its own Policy.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import tempfile
@@ -19,10 +20,11 @@ import vowpalwabbit
 from . import modelfile, vwargs, vwexample
 from .errors import BadRequest, InvalidPolicy
 
-#: banditloop's default, chosen by measurement (docs/learning.md): synthetic cover
-#: explores by itself, so the default explorationPercentage (the --epsilon floor) is 0.
-#: Azure's default learns with ``--power_t 0 -l 0.001``, far too slowly at low traffic.
-DEFAULT_POLICY = "--cb_explore_adf --synthcover -q ::"
+#: banditloop's default, chosen by measurement of online reward and of how well its own
+#: logs evaluate other policies (docs/learning.md); with explorationPercentage 0.05 every
+#: action keeps probability >= 0.05/K (``floor``).  Azure's default learns with
+#: ``--power_t 0 -l 0.001``, far too slowly at low traffic.
+DEFAULT_POLICY = "--cb_explore_adf --synthcover --synthcoverpsi 0.3 --clip_p 0.1 -q ::"
 #: Azure Personalizer's own default, kept for comparison and for imported loops.
 AZURE_DEFAULT_POLICY = "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.001 --cb_type mtr -q ::"
 _EPSILON = re.compile(r"--epsilon(=|\s+)\S+")
@@ -41,14 +43,57 @@ def with_epsilon(args: str, epsilon: float) -> str:
     return f"{args} {value}"
 
 
+def epsilon_of(args: str) -> float:
+    """The ``--epsilon`` of a policy string (explorationPercentage, as served), else 0."""
+    value = next((v for n, v in vwargs.parse(args) if n == "--epsilon"), None)
+    return float(value) if value else 0.0
+
+
+def floor(pmf: Sequence[float], epsilon: float) -> list[float]:
+    """``pmf`` with every action at least ``p_min = epsilon / K``, summing to 1.
+
+    Actions below the floor are raised to it and the others scaled down alike, so
+    a pmf that already keeps the floor (epsilon-greedy's, synthetic cover's with
+    ``--epsilon``) is unchanged: VW's own ``enforce_minimum_probability``, made to
+    hold for every algorithm and every action.  Without a floor (``epsilon`` 0) the
+    pmf is returned as it is.
+    """
+    k = len(pmf)
+    if epsilon <= 0 or k == 0:
+        return list(pmf)
+    q = [max(0.0, float(p)) for p in pmf]
+    total = math.fsum(q)
+    p_min = min(epsilon, 1.0) / k
+    if total <= 0 or epsilon >= 1:
+        return [1.0 / k] * k
+    low: set[int] = set()
+    while True:  # raising some may pull others below the floor: at most K rounds
+        rest = math.fsum(q[i] for i in range(k) if i not in low)
+        if rest <= 0:
+            return [1.0 / k] * k
+        scale = (1.0 - p_min * len(low)) / rest
+        more = {i for i in range(k) if i not in low and q[i] * scale < p_min}
+        if not more:
+            break
+        low |= more
+    out = [p_min if i in low else q[i] * scale for i in range(k)]
+    top = max(range(k), key=out.__getitem__)  # the rounding goes to the largest
+    out[top] = 1.0 - math.fsum(p for i, p in enumerate(out) if i != top)
+    return out
+
+
 class Policy:
-    """One VW workspace started with ``--json`` so that VW hashes Personalizer's JSON."""
+    """One VW workspace started with ``--json`` so that VW hashes Personalizer's JSON.
+
+    Every pmf it gives keeps the exploration floor of its ``--epsilon`` (``floor``).
+    """
 
     def __init__(self, args: str, model: bytes | None = None) -> None:
         self.args = args
         self.lock = threading.Lock()
         tokens = [*check_arguments(args), "--json", "--quiet"]
         self.multislot = "--ccb_explore_adf" in tokens
+        self.epsilon = epsilon_of(args)
         if model is not None:
             check_model(args, model)
         self._ws = _workspace(tokens, model)
@@ -56,13 +101,18 @@ class Policy:
         self._predictor = vwexample.Predictor(self._ws) if vwexample.covers(tokens) else None
 
     def pmf(self, example: str) -> list[float]:
-        """Probabilities per action, in the order of the example's ``_multi``."""
+        """Probabilities per action, in the order of the example's ``_multi``, floored."""
         with self.lock:
             ex = self._ws.parse(example)
             try:
-                return list(self._ws.predict(ex))
+                pmf = list(self._ws.predict(ex))
             finally:
                 self._ws.finish_example(ex)
+        return self.floor(pmf)
+
+    def floor(self, pmf: Sequence[float]) -> list[float]:
+        """``pmf`` (over the eligible actions only) with this policy's exploration floor."""
+        return floor(pmf, self.epsilon)
 
     def rank_pmf(
         self,
@@ -75,10 +125,12 @@ class Policy:
         if self._predictor is None:
             return self.pmf(example)
         with self.lock:
-            return self._predictor.pmf(context, actions)
+            pmf = self._predictor.pmf(context, actions)
+        return self.floor(pmf)
 
     def slot_pmf(self, example: str) -> list[tuple[int, float]]:
-        """(action index, probability) for the first slot of a CCB example."""
+        """(action index, probability) for the first slot of a CCB example, as VW gives
+        them: the caller floors the pmf over the slot's eligible actions (``floor``)."""
         with self.lock:
             ex = self._ws.parse(example)
             try:
