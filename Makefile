@@ -30,11 +30,15 @@ chromium:
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
 	  || echo "chromium is not installed: the browser test will be skipped"
 
+# Two xdist workers (the machines are 2-core); a module whose tests share a server
+# is marked xdist_group and runs on one worker.
+XDIST   ?= -n 2 --dist loadgroup
+
 test: lint chromium
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(XDIST) --durations=15
 
 test-long: lint chromium
-	BANDITLOOP_LONG_TESTS=1 $(BIN)/pytest -q
+	BANDITLOOP_LONG_TESTS=1 $(BIN)/pytest -q $(XDIST) --durations=15
 
 screenshots: $(STAMP) chromium
 	BANDITLOOP_SCREENSHOTS=1 $(BIN)/pytest -q tests/test_dashboard_browser.py

@@ -5,8 +5,10 @@ own pydantic model (``RankRequest``) and returns a canned answer: the framework'
 
 ``asgi_app``: a bare ASGI endpoint, no framework: orjson parses the body,
 ``banditloop.ranking.plan`` builds the VW example from it (per request), and one VW
-workspace (banditloop's default policy) predicts: the practical limit of one process.
-Neither logs anything.
+workspace (banditloop's default policy) predicts from it as banditloop does
+(``Policy.rank_pmf``: examples built without VW's JSON parser, vwexample.py), so that
+the two compare like with like; with ``BENCH_BASELINE_JSON=1``, VW reads the example's
+JSON (the baseline of the runs before vwexample.py). Neither logs anything.
 
     uvicorn --app-dir bench _baselines:fastapi_app --workers 2
     uvicorn --app-dir bench _baselines:asgi_app --workers 2
@@ -14,6 +16,7 @@ Neither logs anything.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import orjson
@@ -47,23 +50,28 @@ class _Predictor:
     """One VW workspace with banditloop's default policy, started on first use."""
 
     def __init__(self) -> None:
-        self.ws: Any = None
+        self.policy: Any = None
 
-    def pmf(self, example: str) -> list[float]:
-        if self.ws is None:
-            import vowpalwabbit
+    def pmf(self, p: Any) -> list[float]:
+        if self.policy is None:
+            from banditloop.policy import DEFAULT_POLICY, Policy
 
-            from banditloop.policy import DEFAULT_POLICY
-
-            self.ws = vowpalwabbit.Workspace(f"{DEFAULT_POLICY} --json --quiet")
-        ex = self.ws.parse(example)
-        try:
-            return list(self.ws.predict(ex))
-        finally:
-            self.ws.finish_example(ex)
+            self.policy = Policy(DEFAULT_POLICY)
+        if os.environ.get("BENCH_BASELINE_JSON"):
+            return list(self.policy.pmf(p.example))
+        return list(self.policy.rank_pmf(p.example, p.context, p.actions))
 
 
 _predictor = _Predictor()
+
+
+def _plan(body: dict[str, Any]) -> Any:
+    from banditloop.ranking import plan
+
+    actions = [(a["id"], a.get("features")) for a in body["actions"]]
+    return plan(body.get("contextFeatures"), actions, body.get("excludedActions"))
+
+
 _JSON = [(b"content-type", b"application/json")]
 
 
@@ -72,7 +80,7 @@ async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                _predictor.pmf('{"_multi":[{"a":{"x":1}}]}')  # load VW before serving
+                _predictor.pmf(_plan({"actions": [{"id": "a", "features": [{"x": 1}]}]}))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
@@ -89,12 +97,9 @@ async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": _JSON})
         await send({"type": "http.response.body", "body": b'{"status":"ok"}'})
         return
-    from banditloop.ranking import plan
-
     body = orjson.loads(b"".join(chunks))
-    actions = [(a["id"], a.get("features")) for a in body["actions"]]
-    p = plan(body.get("contextFeatures"), actions, body.get("excludedActions"))
-    pmf = _predictor.pmf(p.example)
+    p = _plan(body)
+    pmf = _predictor.pmf(p)
     best = max(range(len(pmf)), key=pmf.__getitem__)
     answer = {
         "ranking": [{"id": i, "probability": q} for i, q in zip(p.vw_ids, pmf, strict=True)],

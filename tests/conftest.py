@@ -44,14 +44,36 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_healthy(proc: subprocess.Popen[bytes], port_file: Path, timeout: float = 30) -> int:
+    """The port of a server started with ``--port-file``, once it answers /healthz;
+    raises if it exits or does not answer within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            port = int(port_file.read_text())
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return port
+        except (OSError, ValueError, httpx.HTTPError):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"server did not start within {timeout} s")
+
+
 @dataclass
 class Server:
-    """A ``banditloop serve`` process on a free port."""
+    """A ``banditloop serve`` process; ``port`` 0 (the default): the port the kernel
+    gave it, read from its ``--port-file`` (no free-port-then-bind race). ``args`` are
+    more command-line arguments; with ``log``, its output goes to that file."""
 
     data_dir: Path
-    port: int
+    port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     extra: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    log: Path | None = None
+    log_level: str = "warning"
 
     @property
     def url(self) -> str:
@@ -60,31 +82,27 @@ class Server:
     def start(self, timeout: float = 30) -> Server:
         env = {**os.environ, "BANDITLOOP_LOOP": '{"rewardWaitTime": "PT1S"}'}
         env.update(dict(e.split("=", 1) for e in self.extra))
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "banditloop",
-                "serve",
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(self.data_dir),
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not start")
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        port_file = self.data_dir.parent / f"port-{uuid.uuid4().hex[:8]}"
+        out = open(self.log, "ab") if self.log else None  # noqa: SIM115 - the child keeps it
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "banditloop", "serve", "--port", str(self.port),
+                 "--port-file", str(port_file), "--data-dir", str(self.data_dir),
+                 "--log-level", self.log_level, *self.args],
+                env=env,
+                stdout=out,
+                stderr=out,
+            )  # fmt: skip
+        finally:
+            if out is not None:
+                out.close()
+        try:
+            self.port = wait_healthy(self.proc, port_file, timeout)
+        except RuntimeError as ex:
+            tail = self.log.read_text()[-2000:] if self.log else ""
+            raise RuntimeError(f"{ex}: {tail}") from None
+        return self
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -158,7 +176,7 @@ def store(make_store: Callable[[], SqlStore]) -> SqlStore:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    srv = Server(tmp_path / "data", free_port()).start()
+    srv = Server(tmp_path / "data").start()
     yield srv
     srv.stop()
 

@@ -12,8 +12,11 @@ from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import HttpResponseError
 
 from banditloop.policy import DEFAULT_POLICY
-from conftest import Server, free_port
+from conftest import Server
 from helpers import actions, poll, scalar
+
+#: One xdist worker runs this module: its tests share a module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("admin_sdk")
 
 CONFIG = {
     "rewardAggregation": "average",
@@ -32,7 +35,7 @@ POLICY_ARGS = (
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = Server(tmp_path_factory.mktemp("sdk-admin") / "data", free_port()).start()
+    s = Server(tmp_path_factory.mktemp("sdk-admin") / "data").start()
     yield s
     s.stop()
 

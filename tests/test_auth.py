@@ -13,8 +13,10 @@ from fastapi.testclient import TestClient
 from admin_helpers import LoggedServer
 from banditloop.app import create_app
 from banditloop.config import Settings
-from conftest import free_port
 from helpers import actions
+
+#: One xdist worker runs this module: its tests share a module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("auth")
 
 V1 = "/personalizer/v1.0"
 NEWS = "/loops/news" + V1
@@ -201,7 +203,6 @@ def test_loop_with_keys_on_a_server_without_keys(client: TestClient) -> None:
 def test_keys_are_never_logged(tmp_path: Path) -> None:
     srv = LoggedServer(
         tmp_path / "data",
-        free_port(),
         extra=(
             f'BANDITLOOP_ADMIN_KEYS=["{ADMIN_KEY}"]',
             f'BANDITLOOP_CLIENT_KEYS=["{CLIENT_KEY}"]',

@@ -15,8 +15,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from banditloop.cli import main
-from conftest import Server, free_port
+from conftest import Server
 from helpers import actions, query, scalar
+
+#: One xdist worker runs this module: its tests share a module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("cli_admin")
 
 V1 = "/personalizer/v1.0"
 ADMIN_KEY = "cli-Admin-k3y"
@@ -42,7 +45,6 @@ def out_json(result: Result) -> Any:
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     s = Server(
         tmp_path_factory.mktemp("cli") / "data",
-        free_port(),
         extra=(f'BANDITLOOP_ADMIN_KEYS=["{ADMIN_KEY}"]',),
     ).start()
     yield s
@@ -147,7 +149,7 @@ def test_offline_logs_and_loops(tmp_path: Path) -> None:
     data = tmp_path / "data"
     d = str(data)
     # Log some events with a server, then work on its data directory offline.
-    srv = Server(data, free_port()).start()
+    srv = Server(data).start()
     try:
         _rank(srv, [{"user": {"id": "u1"}}], "e1")
         _rank(srv, [{"user": {"id": "u1"}}], "e2")

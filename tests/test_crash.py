@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import Server, free_port
+from conftest import Server
 from helpers import V1, actions, poll, query, scalar
 
 # A checkpoint every second, so that the kill lands between saved and unsaved marks.
@@ -67,7 +67,7 @@ def _unlearned(data_dir: Path) -> int:
 
 
 def test_kill_9_loses_nothing_and_learns_each_event_once(tmp_path: Path) -> None:
-    server = Server(tmp_path / "data", free_port(), extra=(LOOP,)).start()
+    server = Server(tmp_path / "data", extra=(LOOP,)).start()
     try:
         traffic = Traffic(server.url)
         traffic.start()
@@ -124,7 +124,7 @@ def test_kill_9_loses_nothing_and_learns_each_event_once(tmp_path: Path) -> None
 
 def test_kill_before_any_checkpoint_relearns_everything(tmp_path: Path) -> None:
     """Marks of a checkpoint never saved are cleared and those events learned again."""
-    server = Server(tmp_path / "data", free_port(), extra=(NO_CHECKPOINT,)).start()
+    server = Server(tmp_path / "data", extra=(NO_CHECKPOINT,)).start()
     data_dir = server.data_dir
     try:
         with httpx.Client(base_url=server.url, timeout=5) as http:

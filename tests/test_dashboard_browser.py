@@ -22,7 +22,7 @@ import pytest
 from banditloop.ranking import plan
 from banditloop.store.base import Decision, SlotChoice
 from banditloop.store.sqlite import SqliteStore
-from conftest import Server, free_port
+from conftest import Server
 
 CHROMIUM = os.environ.get("BANDITLOOP_CHROMIUM", "/usr/bin/chromium")
 DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img" / "dashboard.png"
@@ -109,7 +109,7 @@ def log_history(data_dir: Path, minutes: int = 60, per_minute: int = 40) -> None
 def busy_server(tmp_path: Path) -> Iterator[Server]:
     data = tmp_path / "data"
     log_history(data)
-    srv = Server(data, free_port()).start()
+    srv = Server(data).start()
     yield srv
     srv.stop()
 

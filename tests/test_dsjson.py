@@ -29,8 +29,11 @@ from banditloop.cli import main
 from banditloop.config import Settings
 from banditloop.policy import with_epsilon
 from banditloop.worlds import NewsWorld, rank_body
-from conftest import Server, free_port
+from conftest import Server
 from helpers import V1, poll, query, scalar
+
+#: One xdist worker runs this module: its tests share a module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("dsjson")
 
 SINGLE_KEYS = [
     "_label_cost",
@@ -76,7 +79,7 @@ class Traffic:
 def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traffic]:
     """A few hundred news-world events, every reward sent at once (earliest aggregation),
     so that the trainer (which learns in close order) learns them in rank order."""
-    srv = Server(tmp_path_factory.mktemp("dsjson") / "data", free_port(), extra=(LOOP,)).start()
+    srv = Server(tmp_path_factory.mktemp("dsjson") / "data", extra=(LOOP,)).start()
     world = NewsWorld(seed=7)
     sent: dict[str, Sent] = {}
     with httpx.Client(base_url=srv.url + V1, timeout=30) as http:

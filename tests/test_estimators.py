@@ -17,6 +17,9 @@ import pytest
 
 from banditloop.evaluation.estimators import OffPolicy
 
+#: One xdist worker runs this module: its tests share a module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("estimators")
+
 # mean reward of action a in context x
 MU = np.array(
     [

@@ -33,8 +33,11 @@ from banditloop.cli import main
 from banditloop.ranking import plan
 from banditloop.simulate import run_http
 from banditloop.worlds import Interaction, NewsWorld
-from conftest import Server, free_port
+from conftest import Server
 from helpers import V1, poll, query, scalar
+
+#: One xdist worker runs this module: its tests share a module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("evaluations")
 
 BAD = "--cb_explore_adf --epsilon 0.2 --cb_type mtr"
 GOOD = "--cb_explore_adf --epsilon 0.2 -q :: --cb_type mtr"
@@ -88,7 +91,6 @@ def _loop(srv: Server, name: str, policy: str) -> str:
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     s = Server(
         tmp_path_factory.mktemp("evaluations") / "data",
-        free_port(),
         extra=("BANDITLOOP_SQLITE_SYNCHRONOUS=NORMAL",),  # speed; durability is not tested here
     ).start()
     plays = [

@@ -17,6 +17,9 @@ from banditloop.app import create_app
 from banditloop.config import Settings
 from helpers import BASES, actions, url
 
+#: One xdist worker runs this module: its tests share a module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("fastpath")
+
 KEY = "client-key-1"
 LOOP = "/loops/other/personalizer/v1.0"
 

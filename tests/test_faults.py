@@ -32,8 +32,11 @@ from banditloop.cli import main
 from banditloop.config import Settings
 from banditloop.errors import Unavailable
 from banditloop.policy import Policy
-from conftest import Server, free_port
+from conftest import Server
 from helpers import V1, actions, db_path, poll, query, scalar
+
+#: One xdist worker runs this module: its tests share a module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("faults")
 
 LOOP = 'BANDITLOOP_LOOP={"rewardWaitTime": "PT1S", "modelExportFrequency": "PT1S"}'
 
@@ -129,7 +132,7 @@ def wait_learned(data_dir: Path, timeout: float = 30) -> None:
 
 def kill_rounds(tmp_path: Path, rounds: int, seed: int) -> None:
     rng = random.Random(seed)
-    server = Server(tmp_path / "data", free_port(), extra=(LOOP,))
+    server = Server(tmp_path / "data", extra=(LOOP,))
     data_dir = server.data_dir
     ranked: dict[str, bool] = {}
     rewarded: Counter[tuple[str, float]] = Counter()
@@ -222,7 +225,7 @@ def _fill(path: Path) -> int:
 def test_full_disk_answers_503_and_recovers(tmp_path: Path) -> None:
     disk = tmp_path / "disk"
     _mount_tmpfs(disk, "2m")
-    server = Server(disk / "data", free_port(), extra=(LOOP,))
+    server = Server(disk / "data", extra=(LOOP,))
     try:
         server.start()
         ranked: dict[str, bool] = {}

@@ -20,7 +20,7 @@ from banditloop.errors import Overloaded
 from banditloop.featurize import FeatureLimits, count_features
 from banditloop.limits import TokenBuckets
 from banditloop.store import SqliteStore
-from conftest import Server, free_port
+from conftest import Server
 from helpers import V1, actions
 
 
@@ -222,7 +222,6 @@ async def _fire(url: str, n: int) -> list[httpx.Response]:
 def test_overload_sheds_with_retry_after_and_recovers(tmp_path: Path) -> None:
     server = Server(
         tmp_path / "data",
-        free_port(),
         extra=(
             "BANDITLOOP_MAX_CONCURRENT_REQUESTS=4",
             "BANDITLOOP_RATE_LIMIT_PER_SECOND=20",
@@ -250,5 +249,8 @@ def test_overload_sheds_with_retry_after_and_recovers(tmp_path: Path) -> None:
         assert r.status_code == 201, r.text
         metrics = httpx.get(f"{server.url}/metrics").text
         assert 'status="503"' in metrics
+        shed = f'banditloop_requests_shed_total{{reason="overloaded"}} {float(counts[503])}'
+        limited = f'banditloop_requests_shed_total{{reason="rate_limited"}} {float(counts[429])}'
+        assert shed in metrics and limited in metrics, metrics
     finally:
         server.stop()

@@ -16,8 +16,11 @@ from fastapi.testclient import TestClient
 from admin_helpers import LoggedServer
 from banditloop.app import create_app
 from banditloop.config import Settings
-from conftest import Server, free_port
+from conftest import Server
 from helpers import actions, poll, query, scalar
+
+#: One xdist worker runs this module: its tests share a module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("loops")
 
 V1 = "/personalizer/v1.0"
 NEWS = "/loops/news" + V1
@@ -26,7 +29,7 @@ RANK = {"actions": actions("a", "b", "c")}
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = Server(tmp_path_factory.mktemp("loops") / "data", free_port()).start()
+    s = Server(tmp_path_factory.mktemp("loops") / "data").start()
     yield s
     s.stop()
 
@@ -191,7 +194,7 @@ explorationPercentage = 0.1
 [loops.sports]
 """
     )
-    srv = LoggedServer(tmp_path / "data", free_port(), args=("--config", str(toml))).start()
+    srv = LoggedServer(tmp_path / "data", args=("--config", str(toml))).start()
     admin = {"Ocp-Apim-Subscription-Key": "srv-admin"}
     try:
         with httpx.Client(base_url=srv.url, timeout=60) as http:
@@ -220,7 +223,7 @@ explorationPercentage = 0.1
     # Restart with the declared key changed: the stored loops come back, the declared
     # keys are applied again, and run-time changes to declared loops are kept.
     toml.write_text(toml.read_text().replace('"news-client"', '"news-client-2"'))
-    srv = LoggedServer(tmp_path / "data", free_port(), args=("--config", str(toml))).start()
+    srv = LoggedServer(tmp_path / "data", args=("--config", str(toml))).start()
     try:
         with httpx.Client(base_url=srv.url, timeout=60) as http:
             loops = {x["name"] for x in http.get("/loops", headers=admin).json()}

@@ -12,8 +12,11 @@ import httpx
 import pytest
 
 from banditloop.sampling import sample_index, seed_for
-from conftest import Server, free_port
+from conftest import Server
 from helpers import V1, create_loop, pmf_of, poll, query
+
+#: One xdist worker runs this module: its tests share a module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("modes")
 
 CB = "--cb_explore_adf --epsilon 0.2 -q :: --cb_type mtr"
 CCB = "--ccb_explore_adf --epsilon 0.2 -q :: --cb_type mtr"
@@ -22,7 +25,7 @@ ACTIONS = [{"id": a, "features": [{"kind": a}]} for a in ("a", "b", "c")]
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = Server(tmp_path_factory.mktemp("modes") / "data", free_port()).start()
+    s = Server(tmp_path_factory.mktemp("modes") / "data").start()
     yield s
     s.stop()
 

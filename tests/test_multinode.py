@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from conftest import V1, free_port
+from conftest import V1
 from helpers import poll
 
 T = TypeVar("T")
@@ -179,7 +179,7 @@ class Node:
     store: str
     root: Path
     tag: str  # unique to this test run: part of the node's PostgreSQL application_name
-    port: int = field(default_factory=free_port)
+    port: int = 0  # the kernel's choice at the first start (--port-file), then kept
     proc: subprocess.Popen[bytes] | None = None
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)
     killed: list[float] = field(default_factory=list)  # monotonic times of each SIGKILL
@@ -199,7 +199,8 @@ class Node:
     def start(self) -> None:
         env = {**os.environ, "BANDITLOOP_LOOP": LOOP_CONFIG, "PGAPPNAME": self.app}
         cmd = [sys.executable, "-m", "banditloop", "serve", "--store", self.store]
-        cmd += ["--port", str(self.port), "--data-dir", str(self.root / self.name)]
+        cmd += ["--port", str(self.port), "--port-file", str(self.root / f"{self.name}.port")]
+        cmd += ["--data-dir", str(self.root / self.name)]
         cmd += ["--log-level", "info"] + ([] if self.trainer else ["--no-trainer"])
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -209,6 +210,11 @@ class Node:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
+        if self.port == 0:
+            try:
+                self.port = int((self.root / f"{self.name}.port").read_text())
+            except (OSError, ValueError):
+                return False
         with contextlib.suppress(httpx.HTTPError):
             return httpx.get(self.url + "/healthz", timeout=2).status_code == 200
         return False

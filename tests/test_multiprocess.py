@@ -34,12 +34,15 @@ import httpx
 import orjson
 import pytest
 
-from conftest import V1, free_port
+from conftest import V1, wait_healthy
 from helpers import poll
 
-pytestmark = pytest.mark.skipif(
-    not Path("/proc/self/fd").is_dir(), reason="finds the server's processes through /proc"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not Path("/proc/self/fd").is_dir(), reason="finds the server's processes through /proc"
+    ),
+    pytest.mark.xdist_group("multiprocess"),  # one worker: the tests share one cluster
+]
 
 LOOP_CONFIG = '{"rewardWaitTime":"PT1S","modelExportFrequency":"PT1S"}'
 THREADS = 4
@@ -136,21 +139,14 @@ def worker_of(resp: httpx.Response) -> str:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     data_dir = tmp_path_factory.mktemp("multiprocess") / "data"
-    port = free_port()
+    port_file = data_dir.parent / "port"
     env = {**os.environ, "BANDITLOOP_LOOP": LOOP_CONFIG}
-    cmd = [sys.executable, "-m", "banditloop", "serve", "--workers", "2", "--port", str(port)]
-    cmd += ["--data-dir", str(data_dir), "--log-level", "warning"]
+    cmd = [sys.executable, "-m", "banditloop", "serve", "--workers", "2", "--port", "0"]
+    cmd += ["--port-file", str(port_file), "--data-dir", str(data_dir), "--log-level", "warning"]
     proc = subprocess.Popen(cmd, env=env)
-    c = Cluster(proc, port, data_dir)
+    c = Cluster(proc, 0, data_dir)
     try:
-
-        def up() -> bool:
-            assert proc.poll() is None, f"server exited with {proc.returncode}"
-            with contextlib.suppress(httpx.HTTPError):
-                return c.get("/healthz", timeout=1).status_code == 200
-            return False
-
-        poll(up, 90, "/healthz")  # importing VW in 3 processes takes a while here
+        c.port = wait_healthy(proc, port_file, 90)  # importing VW in 3 processes takes a while
         c.worker_answers("/healthz", want=2, timeout=60)
         poll(c.trainer, 30, "the trainer process")
         yield c

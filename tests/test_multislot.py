@@ -21,8 +21,11 @@ from hypothesis import strategies as st
 from banditloop.join import training_example
 from banditloop.sampling import sample_index, seed_for
 from banditloop.store.base import ClosedEvent, SlotChoice
-from conftest import Server, free_port
+from conftest import Server
 from helpers import create_loop, poll, query
+
+#: One xdist worker runs this module: its tests share a module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("multislot")
 
 CCB = "--ccb_explore_adf --epsilon 0.2 -q :: --cb_type mtr"
 CB = "--cb_explore_adf --epsilon 0.2 -q :: --cb_type mtr"
@@ -57,7 +60,7 @@ SDK_CONTEXT = [
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = Server(tmp_path_factory.mktemp("multislot") / "data", free_port()).start()
+    s = Server(tmp_path_factory.mktemp("multislot") / "data").start()
     yield s
     s.stop()
 

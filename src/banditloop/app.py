@@ -9,13 +9,14 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute
 
 from . import __version__
 from .api import errors
 from .api.admin import router as admin_router
 from .api.dashboard import router as dashboard_router
+from .api.deps import named_loop
 from .api.evaluations import router as evaluations_router
 from .api.events import router as events_router
 from .api.fastpath import FastPath
@@ -131,7 +132,8 @@ def create_app(settings: Settings, worker: bool = False) -> FastAPI:
     api.include_router(items_router)
     api.include_router(recommendations_router)
     for prefix in mounts:
-        app.include_router(api, prefix=prefix)
+        named = [Depends(named_loop)] if "{loop}" in prefix else []
+        app.include_router(api, prefix=prefix, dependencies=named)
     app.include_router(loops_router)
     app.include_router(operations_router)
     app.include_router(dashboard_router)

@@ -40,7 +40,15 @@ def main() -> None:
 
 @main.command()
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port to listen on (default 8080).")
+@click.option(
+    "--port", type=int, default=None, help="Port to listen on (default 8080; 0: any free one)."
+)
+@click.option(
+    "--port-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the port listened on to this file once bound (with --port 0).",
+)
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path),
@@ -82,6 +90,7 @@ def main() -> None:
 def serve(
     host: str | None,
     port: int | None,
+    port_file: Path | None,
     data_dir: Path | None,
     config_file: Path | None,
     log_level: str,
@@ -96,6 +105,7 @@ def serve(
     import uvicorn
 
     from .app import create_app
+    from .processes import bind, write_port_file
 
     settings = Settings.load(
         config_file, host=host, port=port, data_dir=data_dir, store=store, trainer=trainer
@@ -113,17 +123,25 @@ def serve(
         from .processes import serve_workers
 
         try:
-            serve_workers(settings, workers, log_level)
+            serve_workers(settings, workers, log_level, port_file)
         except BanditloopError as ex:  # the port is taken
             raise click.ClickException(ex.message) from None
         return
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level,
-        access_log=False,
-    )
+    try:  # bound here, so that port 0 is known before anyone asks
+        sock = bind(settings.host, settings.port, reuse_port=False)
+    except OSError as ex:
+        raise click.ClickException(
+            f"Cannot listen on {settings.host}:{settings.port}: {ex}."
+        ) from None
+    with sock:
+        sock.listen(2048)  # connections wait in the backlog until uvicorn accepts them
+        if port_file is not None:
+            write_port_file(port_file, sock.getsockname()[1])
+        config = uvicorn.Config(create_app(settings), log_level=log_level, access_log=False)
+        server = uvicorn.Server(config)
+        server.run(sockets=[sock])
+    if not server.started:  # the application did not start (as uvicorn.run exits)
+        sys.exit(3)
 
 
 @main.command()

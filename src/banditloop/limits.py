@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException
 
 from .auth import key_from_headers
 from .errors import BanditloopError, Overloaded, PayloadTooLarge, RateLimited
+from .metrics import SHED
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -37,6 +38,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Paths never shed nor rate limited: probes and scrapes must see an overloaded server.
 EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
+_SHED_OVERLOADED = SHED.labels("overloaded")
+_SHED_RATE_LIMITED = SHED.labels("rate_limited")
 MAX_BUCKETS = 10_000  # keys tracked at once; beyond, full buckets are forgotten
 
 
@@ -131,6 +134,7 @@ class LimitsMiddleware:
             wait = self.buckets.take(key_from_headers(headers) or "", time.monotonic())
             if wait:
                 retry = max(1, math.ceil(wait))
+                _SHED_RATE_LIMITED.inc()
                 await _answer(
                     send,
                     RateLimited(
@@ -140,6 +144,7 @@ class LimitsMiddleware:
                 )
                 return
         if self.max_inflight and self.inflight >= self.max_inflight:
+            _SHED_OVERLOADED.inc()
             await _answer(
                 send, Overloaded("The server is overloaded; retry after the time in Retry-After.")
             )

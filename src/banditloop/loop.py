@@ -226,7 +226,7 @@ class Loop:
                     pmf[i] = prob
                 pmf = policy.floor(pmf)
             else:
-                pmf = policy.pmf(p.example)
+                pmf = policy.rank_pmf(p.example, p.context, p.actions)
         except Exception:
             if req.source is None:
                 raise

@@ -81,6 +81,16 @@ EVENTS_FAILED = Counter(
     ["loop"],
     registry=REQUEST_REGISTRY,
 )
+SHED = Counter(
+    "banditloop_requests_shed",
+    "Requests refused by the limits before any work: overloaded (503, "
+    "max_concurrent_requests) or rate_limited (429, rate_limit_per_second).",
+    ["reason"],
+    registry=REQUEST_REGISTRY,
+)
+SHED_REASONS = ("overloaded", "rate_limited")
+for _reason in SHED_REASONS:  # a series from the start, so rate() sees the first one
+    SHED.labels(_reason)
 FLUSH_SECONDS = 1.0
 REWARD_KINDS = ("joined", "late", "orphan")
 CHUNK = 200_000  # rows counted per scrape when catching up with a large log
@@ -245,9 +255,9 @@ class StoreCollector(Collector):
         version = GaugeMetricFamily(
             "banditloop_model_version", "Number of the latest saved model.", labels=["loop"]
         )
-        age = GaugeMetricFamily(
-            "banditloop_model_age_seconds",
-            "Time since the latest model was saved.",
+        saved = GaugeMetricFamily(
+            "banditloop_model_saved_timestamp_seconds",
+            "When the latest model was saved (Unix time; its age is time() minus this).",
             labels=["loop"],
         )
         for loop in loops:
@@ -264,8 +274,8 @@ class StoreCollector(Collector):
             backlog.add_metric([name], trainer.backlog)
             version.add_metric([name], model.number if model else 0)
             if model is not None:
-                age.add_metric([name], max(0.0, now - model.created))
-        return [info, n_loops, size, logged, rewards, learned, lag, backlog, version, age]
+                saved.add_metric([name], model.created)
+        return [info, n_loops, size, logged, rewards, learned, lag, backlog, version, saved]
 
 
 def scrape_registry(registry: Registry) -> CollectorRegistry:
@@ -276,7 +286,7 @@ def scrape_registry(registry: Registry) -> CollectorRegistry:
     else:
         from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 
-        collectors = (REQUESTS, LATENCY, EVENTS_FAILED)
+        collectors = (REQUESTS, LATENCY, EVENTS_FAILED, SHED)
         for c in (*collectors, PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             out.register(c)
     out.register(StoreCollector(registry))

@@ -22,6 +22,7 @@ import socket
 import threading
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from .app import WORKER_SETTINGS_ENV, settle_heap
@@ -46,6 +47,14 @@ def bind(host: str, port: int, reuse_port: bool) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Tell whoever started us (tests, scripts) which port ``--port 0`` got: written
+    whole, then renamed, so that a reader never sees half a number."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"{port}\n")
+    tmp.replace(path)
 
 
 def reuse_port_works() -> bool:
@@ -171,14 +180,18 @@ def hold_address(settings: Settings) -> tuple[socket.socket, bool]:
         raise Unavailable(f"Cannot listen on {settings.host}:{settings.port}: {ex}.") from None
 
 
-def serve_workers(settings: Settings, workers: int, log_level: str) -> None:
-    """Run the supervisor until SIGTERM or SIGINT."""
+def serve_workers(
+    settings: Settings, workers: int, log_level: str, port_file: Path | None = None
+) -> None:
+    """Run the supervisor until SIGTERM or SIGINT (``port_file``: see ``serve --port-file``)."""
     lock = own_data_dir(settings)
     try:
         held, own = hold_address(settings)
         with held:
             # port 0: every worker binds the port the supervisor was given
             settings = settings.model_copy(update={"port": held.getsockname()[1]})
+            if port_file is not None:
+                write_port_file(port_file, settings.port)
             # create declared loops and apply keys once, before anyone serves
             open_service(settings, train=False, own=False).close()
             prepare_multiprocess()  # the workers share request metrics through its files

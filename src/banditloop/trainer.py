@@ -76,6 +76,7 @@ class Trainer:
         self._dirty = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failed = EVENTS_FAILED.labels(loop)  # a 0 series from the start
 
     def recover(self) -> int:
         """Forget marks no saved model covers; returns how many."""
@@ -134,7 +135,7 @@ class Trainer:
             log.warning("loop %s: event %r not learnable, skipped: %s", self.loop, event_id, error)
         if failed:
             self.stats.failed += len(failed)
-            EVENTS_FAILED.labels(self.loop).inc(len(failed))
+            self._failed.inc(len(failed))
         learned = sum(1 for o in outcomes if o.trained is not None)
         self.stats.skipped += len(events) - learned - len(failed)
         return learned

@@ -21,7 +21,7 @@ from ..auth import ADMIN, authorize
 from ..dashboard import Dashboards
 from ..errors import NotFound
 from ..loop import Loop
-from .deps import registry, request_key
+from .deps import named_loop, registry, request_key
 from .schemas import ERROR_RESPONSES
 
 router = APIRouter(tags=["operations"], responses=ERROR_RESPONSES)
@@ -69,7 +69,7 @@ async def dashboard(loop: DashboardLoop) -> Response:
     return _page(loop, f"/dashboard/data?loop={loop.name}")
 
 
-@router.get("/loops/{loop}/dashboard", response_class=Response)
+@router.get("/loops/{loop}/dashboard", response_class=Response, dependencies=[Depends(named_loop)])
 async def loop_dashboard(loop: DashboardLoop) -> Response:
     """The dashboard page of a named loop."""
     return _page(loop, f"/loops/{loop.name}/dashboard/data")
@@ -88,7 +88,7 @@ async def dashboard_data(request: Request, loop: DashboardLoop, minutes: Minutes
     return await _data(request, loop, minutes)
 
 
-@router.get("/loops/{loop}/dashboard/data")
+@router.get("/loops/{loop}/dashboard/data", dependencies=[Depends(named_loop)])
 async def loop_dashboard_data(
     request: Request, loop: DashboardLoop, minutes: Minutes = 60
 ) -> Response:

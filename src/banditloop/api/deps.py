@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from ..auth import ADMIN, CLIENT, authorize, key_from_headers
 from ..loop import Loop
@@ -45,6 +45,13 @@ def find_loop(reg: Registry, name: str, key: str | None, role: str) -> Loop:
 
 def _any_loop_keys(reg: Registry) -> bool:
     return any(any(loop.record.key_hashes.values()) for loop in list(reg.loops.values()))
+
+
+async def named_loop(
+    loop: Annotated[str, Path(description="The loop's name: letters, digits, '-' and '_'.")],
+) -> None:
+    """Declares the ``{loop}`` of a ``/loops/{loop}/...`` mount, so that the OpenAPI
+    document defines it; the loop dependencies below read it from the path."""
 
 
 def _loop(request: Request, role: str) -> Loop:
