@@ -39,8 +39,16 @@ from pathlib import Path
 import vowpalwabbit
 
 from banditloop.config import ServiceConfiguration
+from banditloop.evaluation.estimators import OffPolicy
+from banditloop.evaluation.replay import Replayable, RewardModel, unsupported
 from banditloop.join import labelled
-from banditloop.policy import AZURE_DEFAULT_POLICY, DEFAULT_POLICY, with_epsilon
+from banditloop.policy import (
+    AZURE_DEFAULT_POLICY,
+    DEFAULT_POLICY,
+    epsilon_of,
+    floor,
+    with_epsilon,
+)
 from banditloop.ranking import plan
 from banditloop.sampling import sample_index, seed_for
 from banditloop.simulate import run_http
@@ -56,17 +64,36 @@ EPS = ServiceConfiguration().explorationPercentage
 SERVED_DEFAULT = with_epsilon(DEFAULT_POLICY, EPS)
 ORACLE = "oracle"
 LINUCB = "LinUCB (mabwiser)"
-ALL_WORLDS = ("news", "digits", "wine", "breast_cancer", "many_actions", "nonstationary", "delayed")
-QUICK_WORLDS = ALL_WORLDS
+ALL_WORLDS = (
+    "news",
+    "news_shuffled",
+    "digits",
+    "wine",
+    "breast_cancer",
+    "many_actions",
+    "nonstationary",
+    "delayed",
+)
+QUICK_WORLDS = ("news", "news_shuffled", "wine", "many_actions", "delayed")
+#: Worlds whose logs are also scored for evaluability (the delayed world logs lost
+#: rewards as 0, so its truth is not the world's expected reward).
+EVALUABLE_WORLDS = ("news", "news_shuffled", "digits", "wine", "breast_cancer", "many_actions")
+#: The target policies evaluated on each candidate's logs, with their pmf over K actions.
+TARGETS = ("baseline1", "random", "last action")
+ESTIMATORS = ("ips", "snips", "dr")
 
 _ADF = "--cb_explore_adf"
 #: The policy and explorationPercentage that this benchmark recommends (docs/learning.md).
-PROPOSED_POLICY, PROPOSED_EPS = f"{_ADF} --synthcover -q ::", 0.0
-PROPOSED = "synthcover, eps 0 (proposed)"
+PROPOSED_POLICY = f"{_ADF} --synthcover --synthcoverpsi 0.3 --clip_p 0.1 -q ::"
+PROPOSED_EPS = 0.05
+PROPOSED = "synthcover psi .3 clip .1, eps .05 (proposed)"
+OLD_DEFAULT = "old default: synthcover, eps 0"
 #: (label, VW arguments), as the server runs them.  The first is banditloop's default.
 CANDIDATES: list[tuple[str, str]] = [
     ("banditloop default", SERVED_DEFAULT),
     (PROPOSED, with_epsilon(PROPOSED_POLICY, PROPOSED_EPS)),
+    (OLD_DEFAULT, f"{_ADF} --synthcover -q :: --epsilon 0"),
+    ("synthcover psi .3 clip .1, eps .02", with_epsilon(PROPOSED_POLICY, 0.02)),
     ("synthcover eps .05", f"{_ADF} -q :: --synthcover --epsilon 0.05"),
     ("synthcover eps .2", f"{_ADF} -q :: --synthcover --epsilon 0.2"),
     ("synthcover no -q", f"{_ADF} --synthcover --epsilon 0"),
@@ -97,14 +124,12 @@ CANDIDATES: list[tuple[str, str]] = [
 ]
 QUICK = (
     "banditloop default",
-    PROPOSED,
+    OLD_DEFAULT,
+    "synthcover eps .05",
     "azure default",
     "eps .05",
     "squarecb",
-    "regcbopt costs -1..0",
-    "bag 5 eps .05",
-    "cover 3",
-    "softmax lambda 10",
+    "squarecb eps .05",
 )
 
 
@@ -167,6 +192,11 @@ def play_vw(world_name: str, label: str, args: str, seed: int, events: int, wind
     """Play ``events`` events of a world with VW, as the server would (see module doc)."""
     world = make_world(world_name, seed)
     ws = vowpalwabbit.Workspace(args + " --json --quiet")
+    epsilon = epsilon_of(args)
+    scored = world_name in EVALUABLE_WORLDS
+    reward_model = RewardModel() if scored else None
+    offs = {t: OffPolicy() for t in TARGETS}
+    truth = dict.fromkeys(TARGETS, 0.0)
     pending: dict[int, list[str]] = {}
     values: list[float] = []
     best = 0.0
@@ -178,12 +208,18 @@ def play_vw(world_name: str, label: str, args: str, seed: int, events: int, wind
             p = plan([it.context], [(a.id, [a.features]) for a in it.actions], None)
             ex = ws.parse(p.example)
             try:
-                pmf = list(ws.predict(ex))
+                pmf = floor(list(ws.predict(ex)), epsilon)  # as policy.Policy serves it
             finally:
                 ws.finish_example(ex)
             chosen = sample_index(pmf, seed_for(event_id(world_name, seed, i)))
             action = p.vw_ids[chosen]
             reward = world.reward(it, action)
+            if reward_model is not None:
+                score_event(world, it, p.example, p.vw_ids, pmf, chosen, reward, reward_model, offs)
+                k = len(p.vw_ids)
+                truth["baseline1"] += world.expected(it, p.vw_ids[0])
+                truth["random"] += statistics.fmean(world.expected(it, a) for a in p.vw_ids)
+                truth["last action"] += world.expected(it, p.vw_ids[k - 1])
             values.append(world.expected(it, action))
             best += world.expected(it, world.best(it))
             if isinstance(world, ColdStartWorld) and it.index > world.appear_at:
@@ -204,7 +240,55 @@ def play_vw(world_name: str, label: str, args: str, seed: int, events: int, wind
     run = summarize(world_name, label, seed, values, best, time.perf_counter() - start)
     if cold:
         run.extra = cold_start_figures(world_name, values, cold)
+    if scored:
+        run.extra = evaluability(offs, {t: v / events for t, v in truth.items()})
     return run
+
+
+def target_pmf(target: str, k: int) -> list[float]:
+    if target == "baseline1":
+        return [1.0] + [0.0] * (k - 1)
+    if target == "random":
+        return [1.0 / k] * k
+    return [0.0] * (k - 1) + [1.0]
+
+
+def score_event(
+    world: object,
+    it: Interaction,
+    example: str,
+    ids: list[str],
+    pmf: list[float],
+    chosen: int,
+    reward: float,
+    reward_model: RewardModel,
+    offs: dict[str, OffPolicy],
+) -> None:
+    """Add one logged event to the estimates of every target (as replay.evaluate does)."""
+    total = sum(pmf)
+    logged = [p / total for p in pmf]
+    ev = Replayable(0.0, example, len(ids), chosen, logged[chosen], logged, reward)
+    r_hat = reward_model.predict(ev)
+    for t, off in offs.items():
+        target = target_pmf(t, len(ids))
+        v_hat = sum(a * b for a, b in zip(target, r_hat, strict=True))
+        off.add(ev.p_log, reward, target[chosen], r_hat[chosen], v_hat, unsupported(ev, target))
+    reward_model.learn(ev)
+
+
+def evaluability(offs: dict[str, OffPolicy], truth: dict[str, float]) -> dict[str, float]:
+    """Per target and estimator: 1 if estimable, 1 if its interval covers the truth, and
+    its absolute error (NaN when not estimable)."""
+    out: dict[str, float] = {}
+    for t, off in offs.items():
+        estimable = off.verdict() is None
+        ests = {"ips": off.estimate_ips(), "snips": off.estimate_snips(), "dr": off.estimate_dr()}
+        for name, est in ests.items():
+            key = f"{t}/{name}"
+            out[f"{key}/estimable"] = float(estimable)
+            out[f"{key}/covers"] = float(estimable and est.low <= truth[t] <= est.high)
+            out[f"{key}/error"] = abs(est.value - truth[t]) if estimable else float("nan")
+    return out
 
 
 def cold_start_figures(world_name: str, values: list[float], cold: list[float]) -> dict[str, float]:
@@ -463,6 +547,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ["world", "default", "best VW candidate", "default/best VW", "best overall", "optimum"],
         summary,
     )
+    evaluability_report(worlds, [c[0] for c in candidates], runs)
     if opts.plot:
         plot(opts.plot, worlds, labels, runs, events)
         print(f"\nplot: {opts.plot}", flush=True)
@@ -471,6 +556,67 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not opts.no_http:
         compare_http(opts, seeds[: max(1, opts.http_seeds)])
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
+
+
+def evaluability_report(worlds: Sequence[str], labels: Sequence[str], runs: Sequence[Run]) -> None:
+    """Both scores per candidate: online reward against the best candidate per world,
+    and how honestly its own logs evaluate baseline1, random and 'last action'."""
+    scored = [w for w in worlds if w in EVALUABLE_WORLDS]
+    if not scored:
+        return
+    rows = []
+    for label in labels:
+        rs = [r for r in runs if r.label == label and r.world in scored and r.extra]
+        if not rs:
+            continue
+        shares = []
+        for w in scored:
+            finals = {
+                lab: statistics.fmean(r.final for r in runs if r.world == w and r.label == lab)
+                for lab in labels
+                if any(r.world == w and r.label == lab for r in runs)
+            }
+            shares.append(finals[label] / max(finals.values()))
+        row = [label, f"{statistics.fmean(shares):.1%}", f"{min(shares):.1%}"]
+        for est in ESTIMATORS:
+            keys = [f"{t}/{est}" for t in TARGETS]
+            ok = sum(r.extra[f"{k}/estimable"] for r in rs for k in keys)
+            cov = sum(r.extra[f"{k}/covers"] for r in rs for k in keys)
+            errs = [r.extra[f"{k}/error"] for r in rs for k in keys]
+            errs = [e for e in errs if e == e]
+            cases = len(rs) * len(keys)
+            mae = f"{statistics.fmean(errs):.3f}" if errs else "n/a"
+            row.append(f"{cov / ok:.0%} of {ok:.0f}/{cases}, MAE {mae}" if ok else f"0/{cases}")
+        shuffled = [r for r in rs if r.world == "news_shuffled"]
+        if shuffled:
+            ok = sum(r.extra["baseline1/snips/estimable"] for r in shuffled)
+            cov = sum(r.extra["baseline1/snips/covers"] for r in shuffled)
+            row.append(f"{cov:.0f}/{len(shuffled)} ({ok:.0f} estimable)")
+        else:
+            row.append("")
+        rows.append(row)
+    print(
+        f"\n### evaluability on the candidates' own logs ({', '.join(scored)}; targets "
+        f"{', '.join(TARGETS)})\n"
+    )
+    print(
+        "Reward: mean and worst share of the best candidate's progressive reward per world. "
+        "Per estimator: share of estimable cases whose 95% interval covers the truth, of "
+        "estimable/all (world x seed x target) cases, and the mean absolute error of the "
+        "estimable ones. Not estimable = the estimate is withheld (diagnostics).\n"
+    )
+    print_table(
+        [
+            "candidate",
+            "reward (mean)",
+            "reward (worst)",
+            "IPS covers",
+            "SNIPS covers",
+            "DR covers",
+            "news_shuffled baseline1 SNIPS covers 1/7",
+        ],
+        rows,
+    )
 
 
 def cold_start(

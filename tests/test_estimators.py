@@ -187,13 +187,27 @@ def test_estimates_by_hand() -> None:
     # delta method: Var(w r - v w) / (n mean(w)^2)
     resid = w * r - snips * w
     var = (resid**2).sum() / (n - 1) / n / w.mean() ** 2
-    assert est.estimate_snips().high - snips == pytest.approx(1.959963984540054 * math.sqrt(var))
+    delta = 1.959963984540054 * math.sqrt(var)
+    ess = w.sum() ** 2 / (w**2).sum()
+    # never narrower than the rule of three on the effective sample (rewards in [0, 1])
+    assert 3 / ess > delta
+    assert est.estimate_snips().high - snips == pytest.approx(max(delta, 3 / ess))
     dr = v_hat + w * (r - r_hat)
     assert est.estimate_dr().value == pytest.approx(dr.mean())
+    diagnostics = est.diagnostics()
+    assert diagnostics["effectiveSampleSize"] == pytest.approx(ess)
+    assert diagnostics["maxImportanceWeight"] == pytest.approx(w.max())
+    assert diagnostics["missingSupportEvents"] == 0
+    # five events weigh as 1.6: too few to say anything, so the summary withholds it
     summary = est.summary()
-    assert summary["expectedReward"] == pytest.approx(snips)  # the wire's value is SNIPS
+    assert summary["diagnostics"] == diagnostics and diagnostics["estimable"] is False
+    assert "effective sample size 1.6" in diagnostics["reason"]
+    assert summary["expectedReward"] is None and summary["confidenceInterval"] == [None, None]
     assert summary["events"] == n
     assert set(summary["estimators"]) == {"ips", "snips", "dr", "cressieReadInterval"}
+    many = filled(EVENTS * 10)  # the same events ten times: ESS 16, estimable
+    assert many.summary()["diagnostics"]["estimable"] is True
+    assert many.summary()["expectedReward"] == pytest.approx(snips)  # the wire's is SNIPS
 
 
 def test_too_few_events_give_unbounded_intervals() -> None:

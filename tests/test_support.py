@@ -20,12 +20,15 @@ import orjson
 import pytest
 
 from banditloop import Loop, RankInput, Settings
+from banditloop.api.evaluations import evaluation_body
 from banditloop.config import ServiceConfiguration
+from banditloop.evaluation.jobs import run_evaluation
 from banditloop.policy import DEFAULT_POLICY, epsilon_of, floor, with_epsilon
 from banditloop.ranking import SlotInput
 from banditloop.sampling import sample_index, seed_for
 from banditloop.store import SqliteStore, SqlStore
-from banditloop.store.base import LoopRecord
+from banditloop.store.base import JobRecord, LoopRecord
+from banditloop.worlds import ShuffledNewsWorld
 
 EPS = ServiceConfiguration().explorationPercentage
 ARTICLES = ["politics", "sports", "music", "food", "finance", "health", "camping"]
@@ -74,9 +77,10 @@ def store(tmp_path: Path) -> Iterator[SqlStore]:
     opened.close()
 
 
-def make_loop(store: SqlStore, tmp_path: Path, policy: str, name: str = "sup") -> Loop:
+def make_loop(store: SqlStore, tmp_path: Path, policy: str, **config: Any) -> Loop:
+    name = "sup"
     settings = Settings(data_dir=tmp_path / "data", loop={"rewardWaitTime": "PT1S"})
-    wire = ServiceConfiguration.model_validate({"rewardWaitTime": "PT1S"})
+    wire = ServiceConfiguration.model_validate({"rewardWaitTime": "PT1S", **config})
     record = LoopRecord(name, wire.model_dump(mode="json"), name, policy, time.time())
     store.put_loop(record).result()
     return Loop(store, settings, record)  # no trainer thread: the test drives it
@@ -152,3 +156,92 @@ def test_multislot_keeps_the_floor_per_slot(store: SqlStore, tmp_path: Path) -> 
                 taken.add(eligible[choice.shown])
     finally:
         loop.close()
+
+
+# -- estimates that say when they cannot be trusted --------------------------------------
+
+
+def play(loop: Loop, events: int, seed: int) -> float:
+    """The shuffled news world through the loop, learned every 100 events as a live
+    trainer would; returns baseline1's true value on these contexts (1/7 on average)."""
+    world = ShuffledNewsWorld(seed)
+    truth = 0.0
+    for i in range(events):
+        it = world.next()
+        actions = [(a.id, [a.features]) for a in it.actions]
+        req = RankInput([it.context], actions, None, f"s{seed}-{i}", False, "")  # type: ignore[arg-type]
+        shown = orjson.loads(asyncio.run(loop.rank(req)))["rewardActionId"]
+        asyncio.run(loop.reward(f"s{seed}-{i}", world.reward(it, shown)))
+        truth += world.expected(it, it.actions[0].id)
+        if i % 100 == 99:
+            loop.trainer.drain(time.time() + LATER)
+    loop.trainer.drain(time.time() + LATER)
+    return truth / events
+
+
+def evaluated(store: SqlStore, tmp_path: Path, loop: Loop) -> JobRecord:
+    request = {"name": "e", "start": 0.0, "end": time.time() + 60, "policies": []}
+    db = str(tmp_path / "data" / "banditloop.db")
+    result = run_evaluation(db, loop.name, request, loop.record.policy)
+    return JobRecord("e", time.time(), "Succeeded", request, result)
+
+
+def by_name(job: JobRecord) -> dict[str, dict[str, Any]]:
+    assert job.result is not None
+    return {p["name"]: p["summary"] for p in job.result["policies"]}
+
+
+def test_default_logs_give_baseline_and_random_intervals_that_cover_the_truth(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    loop = make_loop(store, tmp_path, DEFAULT_POLICY)
+    try:
+        truth = play(loop, 1500, seed=3)
+        job = evaluated(store, tmp_path, loop)
+    finally:
+        loop.close()
+    summaries = by_name(job)
+    for name, value in (("baseline1", truth), ("baselineRand", 1 / 7)):
+        s = summaries[name]
+        d = s["diagnostics"]
+        assert d["estimable"] is True and d["reason"] is None, d
+        assert d["missingSupportEvents"] == 0
+        assert d["events"] == 1500
+        assert 10 <= d["effectiveSampleSize"] < 1500
+        assert d["maxImportanceWeight"] <= len(ARTICLES) / EPS + 1e-6  # w <= 1 / p_min
+        low, high = s["confidenceInterval"]
+        assert low <= value <= high, (name, value, s)
+    assert abs(truth - 1 / 7) < 0.03
+
+
+def test_logs_without_support_are_not_estimable_on_both_wire_shapes(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    """The old default (synthcover, explorationPercentage 0) stops showing the other
+    articles: baseline1 cannot be estimated from its logs, and the answer says so."""
+    old = "--cb_explore_adf --synthcover -q ::"
+    loop = make_loop(store, tmp_path, old, explorationPercentage=0)
+    try:
+        play(loop, 400, seed=1)
+        job = evaluated(store, tmp_path, loop)
+    finally:
+        loop.close()
+    summaries = by_name(job)
+    base = summaries["baseline1"]
+    assert base["diagnostics"]["estimable"] is False
+    assert "never showed these actions" in base["diagnostics"]["reason"]
+    assert base["diagnostics"]["missingSupportShare"] > 0.5
+    assert base["expectedReward"] is None and base["confidenceInterval"] == [None, None]
+    assert summaries["online"]["diagnostics"]["estimable"] is True  # its own logs
+    assert job.result is not None and "baseline1" in job.result["notEstimable"]
+
+    v2 = evaluation_body(job, v1=False)
+    (p2,) = [p for p in v2["content"]["value"] if p["name"] == "baseline1"]
+    assert p2["summary"]["diagnostics"]["estimable"] is False
+    assert all("diagnostics" in point for point in p2["timeseries"]["data"])
+    assert "baseline1" in v2["notEstimablePolicies"]
+    v1 = evaluation_body(job, v1=True)
+    (p1,) = [p for p in v1["policyResults"] if p["name"] == "baseline1"]
+    assert p1["totalSummary"]["averageReward"] is None
+    assert p1["totalSummary"]["diagnostics"]["estimable"] is False
+    assert p1["totalSummary"]["diagnostics"]["reason"] == base["diagnostics"]["reason"]

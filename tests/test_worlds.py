@@ -12,6 +12,7 @@ from banditloop.worlds import (
     ManyActionsWorld,
     NewsWorld,
     NonStationaryWorld,
+    ShuffledNewsWorld,
     make_world,
     rank_body,
 )
@@ -125,3 +126,13 @@ def test_supervised_worlds_reward_the_true_class(name: str, classes: int) -> Non
 def test_unknown_world() -> None:
     with pytest.raises(ValueError, match="unknown world"):
         make_world("nope")
+
+
+def test_shuffled_news_puts_the_articles_in_a_random_order() -> None:
+    """baseline1 (the first action) is the clicked article one time in seven."""
+    world = ShuffledNewsWorld(5)
+    events = [world.next() for _ in range(7000)]
+    first = sum(world.expected(it, it.actions[0].id) for it in events) / len(events)
+    assert abs(first - 1 / 7) < 0.015
+    assert all(sorted(it.action_ids) == sorted(NewsWorld.articles) for it in events)
+    assert len({tuple(it.action_ids) for it in events[:50]}) > 40

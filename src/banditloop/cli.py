@@ -763,9 +763,12 @@ def features_importance(data_dir: Path, loop: str, start: str | None, end: str |
     Example: banditloop features importance --data-dir ./data
     """
     db, record = _store_file(data_dir, loop)
-    scores = feature_importance(
+    scores, diagnostics = feature_importance(
         read_events(db, loop, _time(start, 0.0), _time(end, time.time())), record.policy
     )
+    if diagnostics is not None and not diagnostics["estimable"]:
+        click.echo(f"no scores: {diagnostics['reason']}")
+        return
     click.echo("| namespace | feature | score | distinct values | looks like an ID |")
     click.echo("|---|---|---|---|---|")
     for s in scores:

@@ -19,7 +19,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .evaluation.estimators import OffPolicy
+from .evaluation.estimators import MIN_SUPPORT, OffPolicy
 from .evaluation.jobs import EVALUATION, IMPORTANCE
 from .holdout import lift
 from .loop import iso
@@ -36,12 +36,14 @@ POLICIES = ("online", "baseline", "random")
 
 
 def _sums() -> list[float]:
-    return [0.0] * 10
+    return [0.0] * 12
 
 
-def _add(s: list[float], p_log: float, r: float, p_target: float) -> None:
+def _add(s: list[float], p_log: float, r: float, p_target: float, unsupported: float) -> None:
     """Add one event to OffPolicy's sums (no reward model: DR equals IPS here)."""
     w = p_target / p_log
+    s[10] += unsupported > 1e-9
+    s[11] = max(s[11], w)
     s[0] += 1
     s[1] += w * r
     s[2] += (w * r) ** 2
@@ -55,9 +57,12 @@ def _add(s: list[float], p_log: float, r: float, p_target: float) -> None:
 
 
 def _estimate(s: list[float]) -> dict[str, Any]:
-    if s[0] < 1:
-        return {"value": None, "low": None, "high": None, "events": 0}
-    est = OffPolicy.from_sums(s).estimate_ips()
+    """SNIPS, or None with the reason when the logs cannot tell (estimators.py)."""
+    off = OffPolicy.from_sums(s)
+    diagnostics = off.diagnostics()
+    if not diagnostics["estimable"]:
+        return {"value": None, "low": None, "high": None, "events": int(s[0]), **diagnostics}
+    est = off.estimate_snips()
 
     def num(x: float) -> float | None:
         return round(x, 6) if math.isfinite(x) else None
@@ -66,8 +71,12 @@ def _estimate(s: list[float]) -> dict[str, Any]:
         "value": num(est.value),
         "low": num(est.low),
         "high": num(est.high),
-        "events": int(s[0]),
+        **diagnostics,
     }
+
+
+def _unsupported(pmf: list[float], target: list[float]) -> float:
+    return sum(t - p for t, p in zip(target, pmf, strict=True) if p < MIN_SUPPORT and t > p)
 
 
 def _entropy(pmf: list[float]) -> float:
@@ -210,16 +219,21 @@ class Dashboards:
             if d.outcome is None:
                 continue
             failed += bool(d.outcome.get("e"))  # the trainer could not learn it (trainer.py)
-            if d.multislot or not d.outcome.get("r"):
-                continue
+            if d.multislot or d.holdout or not d.outcome.get("r"):
+                continue  # the holdout shows the baseline: not a draw from its pmf
             first, r = d.slots[0], float(d.outcome["r"][0])
-            shown = first.shown
-            p_log = 1.0 if d.mode in ("Apprentice", "LoggingOnly") else first.pmf[shown]
+            shown, k = first.shown, len(first.actions)
+            logged = first.pmf
+            if d.mode in ("Apprentice", "LoggingOnly"):
+                logged = [float(i == shown) for i in range(k)]
+            p_log = logged[shown]
             if p_log <= 0:
                 continue
-            _add(sums["online"][b], p_log, r, p_log)
-            _add(sums["baseline"][b], p_log, r, float(shown == first.baseline))
-            _add(sums["random"][b], p_log, r, 1.0 / len(first.actions))
+            base = [float(i == first.baseline) for i in range(k)]
+            _add(sums["online"][b], p_log, r, p_log, 0.0)
+            _add(sums["baseline"][b], p_log, r, base[shown], _unsupported(logged, base))
+            uniform = [1.0 / k] * k
+            _add(sums["random"][b], p_log, r, 1.0 / k, _unsupported(logged, uniform))
 
         def ratio(num: list[int] | list[float], den: list[int]) -> list[float | None]:
             return [x / d if d else None for x, d in zip(num, den, strict=True)]
@@ -231,12 +245,12 @@ class Dashboards:
             for i in range(n):
                 acc = _sums()
                 for s in sums[name][max(0, i - SMOOTH + 1) : i + 1]:
-                    acc = [a + x for a, x in zip(acc, s, strict=True)]
+                    acc = OffPolicy.merge_sums(acc, s)
                 points.append(_estimate(acc))
             rolling[name] = {k: [p[k] for p in points] for k in ("value", "low", "high")}
             total = _sums()
             for s in sums[name]:
-                total = [a + x for a, x in zip(total, s, strict=True)]
+                total = OffPolicy.merge_sums(total, s)
             totals[name] = _estimate(total)
         is_apprentice = loop.config.learning_mode == "Apprentice" or any(appr)
         n_slots, n_closed, n_appr = sum(slots_n), sum(closed), sum(appr)
@@ -285,6 +299,7 @@ def _evaluations(store: SqlStore, loop: str, limit: int = 3) -> list[dict[str, A
                     "low": low,
                     "high": high,
                     "events": summary.get("events"),
+                    "diagnostics": summary.get("diagnostics"),
                 }
             )
         out.append(

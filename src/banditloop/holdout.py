@@ -28,6 +28,10 @@ def compare(loop: list[float], holdout: list[float], level: float = 0.95) -> dic
     out: dict[str, Any] = {"loop": _side(loop), "holdout": _side(holdout)}
     out["lift"] = out["low"] = out["high"] = None
     n1, n0 = len(loop), len(holdout)
+    # a direct comparison of what each group was served: no importance weights, so
+    # the only diagnostic is whether both groups have the events to compare
+    out["estimable"] = n1 >= 2 and n0 >= 2
+    out["reason"] = None if out["estimable"] else "not estimable: fewer than 2 events in a group"
     if n1 == 0 or n0 == 0:
         return out
     m1, m0 = sum(loop) / n1, sum(holdout) / n0

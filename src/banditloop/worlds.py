@@ -15,6 +15,8 @@ events the reward is reported (``None``: never).
   scikit-learn (the ``dev`` extra).
 * ``many_actions`` - 50 actions with numeric features; the click probability is
   a hidden bilinear function of context and action features.
+* ``news_shuffled`` - the news world with the articles in a random order per event,
+  so that the first one (``baseline1``) is clicked with probability 1/7.
 * ``nonstationary`` - the news world whose preferred articles change at event
   ``shift_at``.
 * ``delayed`` - the news world whose clicks are reported after a random delay,
@@ -117,6 +119,18 @@ class NewsWorld(_Deterministic):
 
     def best(self, it: Interaction) -> str:
         return self.preferences(it)[it.hidden]
+
+
+class ShuffledNewsWorld(NewsWorld):
+    """The news world whose Rank requests list the articles in a random order."""
+
+    name = "news_shuffled"
+
+    def next(self) -> Interaction:
+        it = super().next()
+        order = list(it.actions)
+        self.rng.shuffle(order)
+        return Interaction(it.index, it.context, tuple(order), it.vector, 0, it.hidden)
 
 
 class NonStationaryWorld(NewsWorld):
@@ -290,6 +304,7 @@ class SupervisedWorld(_Deterministic):
 
 WORLDS: dict[str, Callable[[int], World]] = {
     "news": NewsWorld,
+    "news_shuffled": ShuffledNewsWorld,
     "digits": lambda seed: SupervisedWorld("digits", seed),
     "wine": lambda seed: SupervisedWorld("wine", seed),
     "breast_cancer": lambda seed: SupervisedWorld("breast_cancer", seed),

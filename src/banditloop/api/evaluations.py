@@ -86,6 +86,8 @@ def evaluation_body(
         "evaluationType": "Manual",
         "status": _V1_STATUS[job.status] if v1 else job.status,
         "optimalPolicy": res.get("optimalPolicy"),
+        # extension: the policies the logs cannot evaluate (never named optimal), and why
+        "notEstimablePolicies": res.get("notEstimable", {}),
     }
     if "error" in res:
         base["description"] = res["error"]
@@ -137,6 +139,7 @@ def _v1_summary(total: dict[str, Any], point: dict[str, Any] | None) -> dict[str
         "averageReward": value,
         "confidenceInterval": half,
         "aggregateTimeWindow": "PT1H" if point else None,
+        "diagnostics": src.get("diagnostics") or total.get("diagnostics"),
     }
 
 
@@ -150,6 +153,7 @@ def importance_body(job: Any) -> dict[str, Any]:
         "creationTime": iso(job.created),
         "status": job.status,
         "featureScores": res.get("featureScores", []),
+        "diagnostics": res.get("diagnostics"),
         **({"description": res["error"]} if "error" in res else {}),
     }
 

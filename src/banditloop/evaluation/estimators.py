@@ -7,6 +7,11 @@ prediction for that action (``r_hat``) and its expectation under the target
 policy (``v_hat``).  The Gaussian intervals are 1.96 standard errors (the
 original's ``1.96 * sqrt(s^2/N)``); the Cressie-Read interval of VW's own
 ``vw-estimators`` behaves on small samples.
+
+Every summary carries its diagnostics (docs/evaluation.md): the effective sample
+size, the events where the target put weight on actions the logging policy
+(almost) never showed, the largest importance weight, and whether the estimate
+can be trusted at all; when not, its value and interval are null, with the reason.
 """
 
 from __future__ import annotations
@@ -18,6 +23,12 @@ from typing import Any
 from estimators.bandits import cressieread
 
 Z95 = 1.959963984540054
+#: A logged probability below this is no support: an importance weight above 10^4.
+MIN_SUPPORT = 1e-4
+#: Not estimable if more than this share of events lack support for the target ...
+MAX_MISSING_SHARE = 0.01
+#: ... or if the effective sample size (sum w)^2 / sum w^2 is below this.
+MIN_ESS = 10.0
 
 
 @dataclass
@@ -73,12 +84,24 @@ class OffPolicy:
     sum_w_sq: float = 0.0
     sum_wr_sq: float = 0.0
     sum_w_wr: float = 0.0
+    missing: int = 0  # events where the target weighed actions without support
+    max_w: float = 0.0
     cr: Any = None
 
     def add(
-        self, p_log: float, r: float, p_target: float, r_hat: float = 0.0, v_hat: float = 0.0
+        self,
+        p_log: float,
+        r: float,
+        p_target: float,
+        r_hat: float = 0.0,
+        v_hat: float = 0.0,
+        unsupported: float = 0.0,
     ) -> None:
+        """One event; ``unsupported`` is the target's probability of the actions that
+        the logging policy gave less than ``MIN_SUPPORT``."""
         w = p_target / p_log
+        self.missing += unsupported > 1e-9
+        self.max_w = max(self.max_w, w)
         self.ips.add(w * r)
         self.dr.add(v_hat + w * (r - r_hat))
         self.w.add(w)
@@ -110,7 +133,18 @@ class OffPolicy:
             self.sum_w_sq,
             self.sum_wr_sq,
             self.sum_w_wr,
+            self.missing,
+            self.max_w,
         ]
+
+    @staticmethod
+    def merge_sums(a: list[float], b: list[float]) -> list[float]:
+        """The sums of two sets of events (the largest weight is a maximum, not a sum)."""
+        if not a:
+            return list(b)
+        out = [x + y for x, y in zip(a, b, strict=True)]
+        out[11] = max(a[11], b[11])
+        return out
 
     @classmethod
     def from_sums(cls, sums: list[float]) -> OffPolicy:
@@ -121,7 +155,44 @@ class OffPolicy:
         out.w = _Moments(n, sums[5], 0.0)
         out.wr = _Moments(n, sums[6], 0.0)
         out.sum_w_sq, out.sum_wr_sq, out.sum_w_wr = sums[7], sums[8], sums[9]
+        if len(sums) > 11:  # results stored before the diagnostics have no such sums
+            out.missing, out.max_w = int(sums[10]), sums[11]
         return out
+
+    @property
+    def ess(self) -> float:
+        """Effective sample size, (sum w)^2 / sum w^2 (Kish)."""
+        return self.w.total**2 / self.sum_w_sq if self.sum_w_sq > 0 else 0.0
+
+    def verdict(self) -> str | None:
+        """None if the estimate can be trusted; else why not."""
+        if self.n == 0:
+            return "no events to evaluate on"
+        share = self.missing / self.n
+        if share > MAX_MISSING_SHARE:
+            return (
+                f"not estimable: the logging policy never showed these actions "
+                f"({share:.1%} of events lack support for this policy)"
+            )
+        if self.ess < MIN_ESS:
+            return (
+                f"not estimable: effective sample size {self.ess:.1f} is below {MIN_ESS:g} "
+                "(the logs rarely show what this policy would)"
+            )
+        return None
+
+    def diagnostics(self) -> dict[str, Any]:
+        """What the estimate rests on (the wire's ``diagnostics`` extension)."""
+        reason = self.verdict()
+        return {
+            "events": self.n,
+            "effectiveSampleSize": self.ess,
+            "missingSupportEvents": self.missing,
+            "missingSupportShare": self.missing / self.n if self.n else None,
+            "maxImportanceWeight": self.max_w,
+            "estimable": reason is None,
+            "reason": reason,
+        }
 
     def estimate_ips(self) -> Estimate:
         m, h = self.ips.mean, self.ips.half_width
@@ -135,7 +206,10 @@ class OffPolicy:
         # delta method for a ratio of means: Var(wr - v w) / (n mean(w)^2)
         resid_sq = self.sum_wr_sq - 2 * v * self.sum_w_wr + v * v * self.sum_w_sq
         var = max(0.0, resid_sq / (n - 1)) / n / (sw / n) ** 2
-        h = Z95 * math.sqrt(var)
+        # never narrower than the rule of three on the effective sample: with no
+        # reward seen in m effective events, 3/m is still a 95% upper bound
+        ess = self.ess
+        h = max(Z95 * math.sqrt(var), 3.0 / ess * (self.r_max - self.r_min) if ess else math.inf)
         return Estimate(v, v - h, v + h)
 
     def estimate_dr(self) -> Estimate:
@@ -152,8 +226,29 @@ class OffPolicy:
             return (-math.inf, math.inf)
         return (low if low is not None else -math.inf, high if high is not None else math.inf)
 
+    def point(self) -> dict[str, Any]:
+        """SNIPS with its interval (null when not estimable) and the diagnostics."""
+        diagnostics = self.diagnostics()
+        est = self.estimate_snips() if diagnostics["estimable"] else Estimate(*[math.nan] * 3)
+        return {**est.as_dict(), "diagnostics": diagnostics}
+
     def summary(self) -> dict[str, Any]:
-        """Every estimate; ``expectedReward`` (the wire field) is the SNIPS one."""
+        """Every estimate; ``expectedReward`` (the wire field) is the SNIPS one. Not
+        estimable: every value and interval null, and ``diagnostics`` says why."""
+        diagnostics = self.diagnostics()
+        if not diagnostics["estimable"]:
+            none = Estimate(math.nan, math.nan, math.nan).as_dict()
+            return {
+                **none,
+                "events": self.n,
+                "estimators": {
+                    "ips": none,
+                    "snips": none,
+                    "dr": none,
+                    "cressieReadInterval": [None, None],
+                },
+                "diagnostics": diagnostics,
+            }
         snips = self.estimate_snips()
         low, high = self.interval_cressie_read()
         return {
@@ -165,4 +260,5 @@ class OffPolicy:
                 "dr": self.estimate_dr().as_dict(),
                 "cressieReadInterval": [_num(low), _num(high)],
             },
+            "diagnostics": diagnostics,
         }

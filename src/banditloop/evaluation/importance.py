@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from ..store.base import LoggedEvent
-from .replay import Replayable, VwPolicy, replayable
+from .replay import Replayable, VwPolicy, replayable, unsupported
 
 Feature = tuple[str, str]
 MAX_FEATURES = 64
@@ -68,7 +68,10 @@ def without(example: dict[str, Any], feature: Feature) -> str:
     return orjson.dumps(out).decode()
 
 
-def _value(events: list[Replayable], policy_args: str, feature: Feature | None) -> float:
+def _value(
+    events: list[Replayable], policy_args: str, feature: Feature | None
+) -> tuple[float, dict[str, Any]]:
+    """The policy's SNIPS value without ``feature``, and the diagnostics it rests on."""
     from .estimators import OffPolicy
 
     pol = VwPolicy(policy_args)
@@ -84,21 +87,23 @@ def _value(events: list[Replayable], policy_args: str, feature: Feature | None) 
                 ev.logged_pmf,
                 ev.reward,
             )
-        est.add(ev.p_log, ev.reward, pol.pmf(ev)[ev.logged])
+        pmf = pol.pmf(ev)
+        est.add(ev.p_log, ev.reward, pmf[ev.logged], unsupported=unsupported(ev, pmf))
         pol.learn(ev)
     value = est.estimate_snips().value
-    return value if value == value else 0.0  # NaN when there were no events
+    return (value if value == value else 0.0), est.diagnostics()  # NaN: no events
 
 
 def feature_importance(
     logged: Iterable[LoggedEvent], policy_args: str, max_events: int = 50_000
-) -> list[dict[str, Any]]:
-    """Scores per feature, most important first."""
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Scores per feature, most important first, and the diagnostics of the policy's
+    estimate on the logs (when it is not estimable, no feature is scored)."""
     events: list[Replayable] = []
     values: dict[Feature, set[str]] = defaultdict(set)
     for ev in logged:
         r = replayable(ev)
-        if r is None:
+        if r is None or r.holdout or r.p_log <= 0:
             continue
         events.append(r)
         for feat, vs in features_of(orjson.loads(r.example)).items():
@@ -107,10 +112,12 @@ def feature_importance(
         if len(events) >= max_events:
             break
     if not events:
-        return []
+        return [], None
     feats = sorted(values, key=lambda f: -len(values[f]))[:MAX_FEATURES]
-    full = _value(events, policy_args, None)
-    drops = {f: max(0.0, full - _value(events, policy_args, f)) for f in feats}
+    full, diagnostics = _value(events, policy_args, None)
+    if not diagnostics["estimable"]:
+        return [], diagnostics
+    drops = {f: max(0.0, full - _value(events, policy_args, f)[0]) for f in feats}
     total = sum(drops.values()) or 1.0
     out = [
         {
@@ -122,4 +129,4 @@ def feature_importance(
         }
         for ns, name in feats
     ]
-    return sorted(out, key=lambda d: -d["score"])
+    return sorted(out, key=lambda d: -d["score"]), diagnostics

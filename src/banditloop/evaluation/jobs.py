@@ -66,10 +66,14 @@ def run_evaluation(
     # bound, with the candidate's bound widened for the number of candidates compared
     # (Bonferroni): plain 95% bounds over a dozen candidates name winners on pure noise.
     online_high = online.total.estimate_snips().high
+    # a policy the logs cannot evaluate is never named optimal: the report lists it
+    not_estimable = {r.name: reason for r in results if (reason := r.total.verdict()) is not None}
     candidates = [r for r in results if r.source == "Custom"]
     z = NormalDist().inv_cdf(1 - 0.05 / (2 * max(1, len(candidates))))
     best, best_low = ONLINE, None
-    for r in candidates:
+    for r in candidates if ONLINE not in not_estimable else []:
+        if r.name in not_estimable:
+            continue
         est = r.total.estimate_snips()
         low = est.value - (est.value - est.low) * z / Z95
         if low > online_high and (best_low is None or low > best_low):
@@ -78,6 +82,7 @@ def run_evaluation(
     return {
         "events": online.total.n,
         "optimalPolicy": best,
+        "notEstimable": not_estimable,
         "policies": [
             {
                 "name": r.name,
@@ -104,7 +109,8 @@ def run_importance(
     db: str, loop: str, request: dict[str, Any], current_policy: str
 ) -> dict[str, Any]:
     events = read_events(db, loop, request["start"], request["end"])
-    return {"featureScores": feature_importance(events, current_policy)}
+    scores, diagnostics = feature_importance(events, current_policy)
+    return {"featureScores": scores, "diagnostics": diagnostics}
 
 
 JOBS: dict[str, Callable[[str, str, dict[str, Any], str], dict[str, Any]]] = {
@@ -119,16 +125,15 @@ def series(policy: dict[str, Any], interval_minutes: int, window: str) -> list[d
     grouped: dict[int, list[float]] = {}
     for bucket, sums in policy["buckets"].items():
         key = int(bucket) // width
-        acc = grouped.setdefault(key, [0.0] * len(sums))
-        grouped[key] = [a + b for a, b in zip(acc, sums, strict=True)]
+        grouped[key] = OffPolicy.merge_sums(grouped.get(key, []), sums)
     out = []
-    running = [0.0] * 10
+    running: list[float] = []
     for key in sorted(grouped):
         sums = grouped[key]
         if window == "Expanding":
-            running = [a + b for a, b in zip(running, sums, strict=True)]
+            running = OffPolicy.merge_sums(running, sums)
             sums = running
-        est = OffPolicy.from_sums(sums).estimate_snips().as_dict()
+        est = OffPolicy.from_sums(sums).point()
         ts = key * width * BUCKET_SECONDS
         out.append({"timeStamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)), **est})
     return out

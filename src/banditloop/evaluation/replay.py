@@ -18,7 +18,7 @@ import vowpalwabbit
 from ..join import labelled
 from ..policy import Policy
 from ..store.base import LoggedEvent
-from .estimators import OffPolicy
+from .estimators import MIN_SUPPORT, OffPolicy
 
 ONLINE, BASELINE, RANDOM = "online", "baseline1", "baselineRand"
 REWARD_MODEL = "--cb_adf -q :: --cb_type mtr"
@@ -109,9 +109,15 @@ class PolicyResult:
     def add(self, bucket: int, ev: Replayable, pmf: list[float], r_hat: list[float]) -> None:
         p_target = pmf[ev.logged]
         v_hat = sum(p * r for p, r in zip(pmf, r_hat, strict=True))
-        args = (ev.p_log, ev.reward, p_target, r_hat[ev.logged], v_hat)
+        args = (ev.p_log, ev.reward, p_target, r_hat[ev.logged], v_hat, unsupported(ev, pmf))
         self.total.add(*args)
         self.buckets.setdefault(bucket, OffPolicy()).add(*args)
+
+
+def unsupported(ev: Replayable, pmf: list[float]) -> float:
+    """The target's probability, beyond the logger's, of actions the logger (almost)
+    never showed: no estimator can learn their reward from this event."""
+    return sum(t - p for t, p in zip(pmf, ev.logged_pmf, strict=True) if p < MIN_SUPPORT and t > p)
 
 
 def evaluate(
@@ -150,7 +156,9 @@ def evaluate(
 
 
 def _replayable(events: Iterable[LoggedEvent]) -> Iterator[Replayable]:
+    """The events a counterfactual evaluation uses: not the holdout's (they show the
+    baseline whatever was drawn, so their logged pmf is not the one they were shown by)."""
     for ev in events:
         r = replayable(ev)
-        if r is not None and r.p_log > 0 and math.isfinite(r.reward):
+        if r is not None and not r.holdout and r.p_log > 0 and math.isfinite(r.reward):
             yield r

@@ -9,26 +9,37 @@ from .jobs import series
 
 
 def table(result: dict[str, Any]) -> str:
-    """One row per policy: SNIPS with its interval, IPS, DR, and events."""
+    """One row per policy: SNIPS with its interval, IPS, DR, events and what they rest
+    on (effective sample size, events without support, largest weight); a policy the
+    logs cannot evaluate shows why instead of numbers."""
     rows = [
-        "| policy | source | expected reward (SNIPS) | 95% interval | IPS | DR | events |",
-        "|---|---|---|---|---|---|---|",
+        "| policy | source | expected reward (SNIPS) | 95% interval | IPS | DR | events "
+        "| ESS | no support | max weight |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in result["policies"]:
         s = p["summary"]
         low, high = s["confidenceInterval"]
         est = s["estimators"]
+        dg = s.get("diagnostics") or {}
         star = " (optimal)" if p["name"] == result.get("optimalPolicy") else ""
+        if dg.get("estimable", True):
+            values = (
+                f"{_f(s['expectedReward'])} | [{_f(low)}, {_f(high)}] | "
+                f"{_f(est['ips']['expectedReward'])} | {_f(est['dr']['expectedReward'])}"
+            )
+        else:
+            values = f"{dg['reason']} | | |"
         rows.append(
-            f"| {p['name']}{star} | {p['policySource']} | {_f(s['expectedReward'])} | "
-            f"[{_f(low)}, {_f(high)}] | {_f(est['ips']['expectedReward'])} | "
-            f"{_f(est['dr']['expectedReward'])} | {s['events']} |"
+            f"| {p['name']}{star} | {p['policySource']} | {values} | {s['events']} | "
+            f"{_f(dg.get('effectiveSampleSize'), 1)} | {dg.get('missingSupportEvents', '')} | "
+            f"{_f(dg.get('maxImportanceWeight'), 1)} |"
         )
     return "\n".join(rows)
 
 
-def _f(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
+def _f(x: float | None, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
 
 
 def plot(result: dict[str, Any], path: Path, interval_minutes: int = 60) -> Path:

@@ -82,6 +82,18 @@
     return (arr || []).filter((v) => v !== null && v !== undefined).length;
   }
 
+  // An estimate, or "not estimable" with the reason (the logs cannot tell: evaluation.md).
+  function estimateTile(label, e) {
+    if (e.estimable === false) return tile(label, "not estimable", e.reason);
+    return tile(label, fmt(e.value, 3), `[${fmt(e.low, 3)}, ${fmt(e.high, 3)}] · ESS ${fmt(e.effectiveSampleSize, 0)}`);
+  }
+
+  function estimateCells(p) {
+    const dg = p.diagnostics;
+    if (dg && dg.estimable === false) return `<td colspan="2">not estimable: ${esc(dg.reason)}</td>`;
+    return `<td>${fmt(p.expectedReward, 4)}</td><td>[${fmt(p.low, 4)}, ${fmt(p.high, 4)}]</td>`;
+  }
+
   function tile(label, value, sub) {
     return `<div class="tile"><div class="label">${esc(label)}</div><div class="value">${esc(value)}</div>${sub ? `<div class="sub">${esc(sub)}</div>` : ""}</div>`;
   }
@@ -104,9 +116,9 @@
       tile("orphan rewards", tot.orphan, "no such event"),
       tile("exploration", pct(tot.exploration), "draw ≠ greedy action"),
       tile("pmf entropy", fmt(tot.entropy, 3), "mean, nats"),
-      tile("online reward", fmt(rr.online.value, 3), `[${fmt(rr.online.low, 3)}, ${fmt(rr.online.high, 3)}]`),
-      tile("baseline reward", fmt(rr.baseline.value, 3), `[${fmt(rr.baseline.low, 3)}, ${fmt(rr.baseline.high, 3)}]`),
-      tile("random reward", fmt(rr.random.value, 3), `[${fmt(rr.random.low, 3)}, ${fmt(rr.random.high, 3)}]`),
+      estimateTile("online reward", rr.online),
+      estimateTile("baseline reward", rr.baseline),
+      estimateTile("random reward", rr.random),
       tile("trainer lag", fmt(d.trainer.lagSeconds, 1) + " s", `${d.trainer.backlog} waiting`),
       tile("model version", d.trainer.modelVersion, `${d.trainer.eventsLearned} events learned`),
       tile("failed events", tot.failed, "VW could not learn them: skipped"),
@@ -171,7 +183,9 @@
       ? "<table><tr><th></th><th>events</th><th>mean reward</th></tr>" +
         `<tr><td>loop</td><td>${lift.loop.events}</td><td>${fmt(lift.loop.meanReward, 4)}</td></tr>` +
         `<tr><td>holdout</td><td>${lift.holdout.events}</td><td>${fmt(lift.holdout.meanReward, 4)}</td></tr>` +
-        `</table><p>lift <b>${fmt(lift.lift, 4)}</b>, 95% interval [${fmt(lift.low, 4)}, ${fmt(lift.high, 4)}]</p>`
+        (lift.estimable === false
+          ? `</table><p>lift not estimable: ${esc(lift.reason)}</p>`
+          : `</table><p>lift <b>${fmt(lift.lift, 4)}</b>, 95% interval [${fmt(lift.low, 4)}, ${fmt(lift.high, 4)}]</p>`)
       : "no holdout group (holdoutPercentage 0)";
 
     $("evaluations").innerHTML = d.evaluations.length
@@ -181,7 +195,7 @@
               `<p><b>${esc(e.name)}</b> · ${esc(e.status)} · ${esc(e.created)}${e.optimalPolicy ? ` · best: <b>${esc(e.optimalPolicy)}</b>` : ""}${e.error ? ` · ${esc(e.error)}` : ""}</p>` +
               (e.policies.length
                 ? "<table><tr><th>policy</th><th>source</th><th>expected reward</th><th>95% interval</th><th>events</th></tr>" +
-                  e.policies.map((p) => `<tr><td>${esc(p.name)}</td><td>${esc(p.source)}</td><td>${fmt(p.expectedReward, 4)}</td><td>[${fmt(p.low, 4)}, ${fmt(p.high, 4)}]</td><td>${p.events ?? "–"}</td></tr>`).join("") +
+                  e.policies.map((p) => `<tr><td>${esc(p.name)}</td><td>${esc(p.source)}</td>${estimateCells(p)}<td>${p.events ?? "–"}</td></tr>`).join("") +
                   "</table>"
                 : ""),
           )

@@ -214,3 +214,4 @@ class SampledDecision:
     multislot: bool
     outcome: dict[str, Any] | None
     rewarded: bool  # a reward came within the reward wait
+    holdout: bool = False  # served the baseline as the holdout group

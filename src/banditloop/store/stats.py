@@ -26,7 +26,7 @@ REWARDS = """SELECT {bucket}, count(*), sum(CASE WHEN d.seq IS NULL THEN 1 ELSE 
 #: The newest decisions of a loop's window, each with whether a reward came in time
 #: (``+r.ts``: look the event's rewards up by its id; SQLite would otherwise walk every
 #: earlier reward of the loop).  Parameters: wait, loop, window start, how many.
-SAMPLE = """SELECT ts, slots, mode, multislot, outcome, EXISTS (SELECT 1 FROM rewards r
+SAMPLE = """SELECT ts, slots, mode, multislot, outcome, holdout, EXISTS (SELECT 1 FROM rewards r
               WHERE r.loop=d.loop AND r.event_id=d.event_id AND +r.ts <= d.ts + ?)
             FROM decisions d WHERE loop=? AND ts>=? ORDER BY ts DESC LIMIT ?"""
 
@@ -125,6 +125,7 @@ class Stats(Queries):
                 multislot=bool(multislot),
                 outcome=orjson.loads(outcome) if outcome else None,
                 rewarded=bool(rewarded),
+                holdout=bool(holdout),
             )
-            for ts, slots, mode, multislot, outcome, rewarded in rows
+            for ts, slots, mode, multislot, outcome, holdout, rewarded in rows
         ]
