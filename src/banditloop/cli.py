@@ -222,8 +222,8 @@ def _admin(
     try:
         with open_admin(url, data_dir, loop, api_key, config_file) as admin:
             yield admin
-    except BanditloopError as ex:
-        raise click.ClickException(ex.message) from None
+    except BanditloopError as ex:  # a server's error names its code
+        raise click.ClickException(f"{ex.message} ({ex.code})" if url else ex.message) from None
     except httpx.HTTPError as ex:
         raise click.ClickException(f"talking to {url}: {ex}") from None
     except ValidationError as ex:
