@@ -25,6 +25,7 @@ from .recommender import RecommenderConfig
 
 Aggregation = Literal["earliest", "sum", "average", "median", "min", "max"]
 LearningMode = Literal["Online", "Apprentice", "LoggingOnly"]
+EventIdReuse = Literal["accept", "refuse"]
 
 
 class LoopDeclaration(BaseModel):
@@ -242,6 +243,12 @@ class ServiceConfiguration(BaseModel):
         allow_inf_nan=False,
         description="Extension: share of Rank calls served the baseline as a holdout group.",
     )
+    eventIdReuse: EventIdReuse = Field(
+        "accept",
+        description="Extension: a Rank reusing an event ID with another body is a new "
+        "decision ('accept', as Azure did) or refused with 409 ('refuse'); "
+        "docs/operator-guide.md.",
+    )
     latestApprenticeModeMetrics: dict[str, Any] | None = Field(
         None, description="Read-only: how well the model imitates the baseline in Apprentice mode."
     )
@@ -313,6 +320,7 @@ class LoopConfig:
     export_every: float
     retention_days: int
     learning_mode: str
+    event_id_reuse: str = "accept"
 
     @classmethod
     def from_wire(cls, sc: ServiceConfiguration) -> LoopConfig:
@@ -324,4 +332,5 @@ class LoopConfig:
             export_every=parse_duration(sc.modelExportFrequency, "modelExportFrequency"),
             retention_days=sc.logRetentionDays,
             learning_mode=sc.learningMode,
+            event_id_reuse=sc.eventIdReuse,
         )

@@ -330,7 +330,8 @@ class Loop:
             source=req.source,
             holdout=made.holdout,
         )
-        existing = await asyncio.wrap_future(self.store.append_decision(decision))
+        refuse = self.config.event_id_reuse == "refuse"
+        existing = await asyncio.wrap_future(self.store.append_decision(decision, refuse))
         if existing is None:
             return response
         if existing.request_hash != req.body_hash:
