@@ -29,6 +29,33 @@ ACTIVATIONS_OF = (
 )
 
 
+INSERT_DECISION = (
+    f"INSERT INTO decisions ({DECISION_COLS}, source, holdout) VALUES "
+    "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (loop, event_id) DO NOTHING"
+)
+
+
+def decision_row(d: Decision) -> tuple[Any, ...]:
+    """A decision's values for INSERT_DECISION."""
+    return (
+        d.loop,
+        d.event_id,
+        d.ts,
+        d.close_at,
+        int(d.deferred),
+        d.request_hash,
+        d.example,
+        orjson.dumps(d.action_ids).decode(),
+        orjson.dumps([s.to_json() for s in d.slots]).decode(),
+        d.mode,
+        int(d.multislot),
+        d.response,
+        d.model_version,
+        d.source,
+        int(d.holdout),
+    )
+
+
 def decision(row: Sequence[Any]) -> Decision:
     """A Decision from ``seq, DECISION_COLS``."""
     seq, loop, event_id, ts, close_at, deferred, rhash, example, ids, slots = row[:10]
@@ -117,31 +144,10 @@ class Events(Queries):
 
     def append_decision(self, d: Decision) -> Future[Decision | None]:
         """Log a decision; if its event ID is taken, the future holds the stored one."""
-        row = (
-            d.loop,
-            d.event_id,
-            d.ts,
-            d.close_at,
-            int(d.deferred),
-            d.request_hash,
-            d.example,
-            orjson.dumps(d.action_ids).decode(),
-            orjson.dumps([s.to_json() for s in d.slots]).decode(),
-            d.mode,
-            int(d.multislot),
-            d.response,
-            d.model_version,
-            d.source,
-            int(d.holdout),
-        )
+        row = decision_row(d)
 
         def job(conn: Conn) -> Decision | None:
-            added = conn.execute(
-                f"INSERT INTO decisions ({DECISION_COLS}, source, holdout) VALUES "
-                "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (loop, event_id) DO NOTHING "
-                "RETURNING seq",
-                row,
-            ).fetchone()
+            added = conn.execute(INSERT_DECISION + " RETURNING seq", row).fetchone()
             if added is not None:
                 return None
             found = conn.execute(
@@ -149,6 +155,41 @@ class Events(Queries):
                 (d.loop, d.event_id),
             ).fetchone()
             return decision(found)
+
+        return self.submit(job)
+
+    def import_decisions(
+        self, items: Sequence[tuple[Decision, list[tuple[str | None, float]]]]
+    ) -> Future[int]:
+        """Log imported decisions of one loop with their rewards (at the decision's time),
+        in one job; a decision whose event ID is taken (logged already, or earlier in
+        ``items``) is skipped with its rewards. How many were stored."""
+
+        def job(conn: Conn) -> int:
+            if not items:
+                return 0
+            loop = items[0][0].loop
+            taken: set[str] = set()
+            for ids in chunks([d.event_id for d, _ in items]):
+                taken.update(
+                    eid
+                    for (eid,) in conn.execute(
+                        f"SELECT event_id FROM decisions WHERE loop=? AND event_id IN "
+                        f"({marks(len(ids))})",
+                        (loop, *ids),
+                    )
+                )
+            new = []
+            for d, rewards in items:
+                if d.event_id not in taken:
+                    taken.add(d.event_id)
+                    new.append((d, rewards))
+            conn.executemany(INSERT_DECISION, [decision_row(d) for d, _ in new])
+            conn.executemany(
+                "INSERT INTO rewards (loop, event_id, slot, value, ts) VALUES (?,?,?,?,?)",
+                [(d.loop, d.event_id, slot, v, d.ts) for d, rewards in new for slot, v in rewards],
+            )
+            return len(new)
 
         return self.submit(job)
 
