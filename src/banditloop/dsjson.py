@@ -165,10 +165,16 @@ def is_multislot(obj: Any) -> bool:
     return "_outcomes" in obj or (isinstance(c, dict) and "_slots" in c)
 
 
-def parse_object(obj: Any, loop: str, limits: FeatureLimits | None = None) -> Imported:
-    """A decoded single-slot DSJSON line as a decision plus its reward (see parse_line)."""
+def parse_object(
+    obj: Any,
+    loop: str,
+    limits: FeatureLimits | None = None,
+    seen: dict[bytes, int] | None = None,
+) -> Imported:
+    """A decoded single-slot DSJSON line as a decision plus its reward (see parse_line);
+    ``seen``: the actions checked already by this import (logcheck.context)."""
     limits = limits or FeatureLimits(logcheck.CODE)
-    values = logcheck.line(obj, limits, MAX_IMPORT_ACTIONS)
+    values = logcheck.line(obj, limits, MAX_IMPORT_ACTIONS, seen)
     try:
         ts = parse_timestamp(obj["Timestamp"])
     except (ValueError, OverflowError):

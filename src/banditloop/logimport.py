@@ -2,7 +2,8 @@
 
 Two passes, so that a bad upload stores nothing and a large one costs flat memory:
 first every line is checked as strictly as API input (dsjson.parse_object, logcheck.py)
-and the decisions are spooled to a temporary file; only if no line was refused are they
+and the decisions are held (past ``HELD`` batches, in a temporary file); only if no
+line was refused are they
 stored, ``BATCH`` per writer job, each job awaited before the next is queued.  So Ranks
 and the trainer's writes go on between two batches: an import never stalls the trainer
 nor fills the write queue.  Event IDs already logged are skipped and counted: importing
@@ -12,6 +13,7 @@ a file twice adds nothing.  Multi-slot (CCB) lines are not imported; they are co
 from __future__ import annotations
 
 import gzip
+import itertools
 import math
 import pickle
 import tempfile
@@ -30,6 +32,7 @@ from .store import SqlStore
 from .store.base import Decision
 
 BATCH = 2000  # decisions per writer job: a few milliseconds of the writer's time
+HELD = 10  # batches kept in memory; an import's further ones are spooled to disk
 MAX_REFUSED = 100  # refused lines named in the error (all are counted)
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -76,7 +79,9 @@ def import_lines(
     summary = ImportSummary()
     refused: list[tuple[int, str]] = []
     n_refused = 0
+    seen: dict[bytes, int] = {}  # actions checked already: a log repeats its catalogue
     with tempfile.TemporaryFile() as spool:
+        held: list[list[tuple[Decision, Rewards]]] = []  # in memory up to HELD batches
         batch: list[tuple[Decision, Rewards]] = []
         for n, text in enumerate(lines, 1):
             if not text.strip():
@@ -88,7 +93,7 @@ def import_lines(
                     summary.multislot += 1
                     continue
                 limits = FeatureLimits(logcheck.CODE, max_features, max_string)
-                item = dsjson.parse_object(obj, loop, limits)
+                item = dsjson.parse_object(obj, loop, limits, seen)
             except BadRequest as ex:
                 n_refused += 1
                 if len(refused) < MAX_REFUSED:
@@ -99,14 +104,14 @@ def import_lines(
             d = item.decision if learn else replace(item.decision, mode=IMPORTED)
             batch.append((d, item.rewards))
             if len(batch) == BATCH:
-                pickle.dump(batch, spool, pickle.HIGHEST_PROTOCOL)
+                held.append(batch)
                 batch = []
+                if len(held) > HELD:  # a large import: the rest waits on disk
+                    pickle.dump(held.pop(0), spool, pickle.HIGHEST_PROTOCOL)
         if n_refused:
             raise _refusal(refused, n_refused)
-        if batch:
-            pickle.dump(batch, spool, pickle.HIGHEST_PROTOCOL)
         spool.seek(0)
-        for stored in _batches(spool):
+        for stored in itertools.chain(_batches(spool), held, [batch]):
             added = store.import_decisions(stored).result()
             summary.events += added
             summary.duplicates += len(stored) - added

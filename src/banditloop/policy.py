@@ -61,6 +61,18 @@ class Policy:
             finally:
                 self._ws.finish_example(ex)
 
+    def pmf_then_learn(self, labelled: str) -> list[float]:
+        """Progressive validation in one parse: the probabilities per action before
+        learning the labelled example (VW's predict reads no label), then learn it."""
+        with self.lock:
+            ex = self._ws.parse(labelled, self._ws.get_label_type())
+            try:
+                pmf = list(self._ws.predict(ex))
+                self._ws.learn(ex)
+                return pmf
+            finally:
+                self._ws.finish_example(ex)
+
     def slot_pmf(self, example: str) -> list[tuple[int, float]]:
         """(action index, probability) for the first slot of a CCB example."""
         with self.lock:

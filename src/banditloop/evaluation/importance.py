@@ -84,8 +84,7 @@ def _value(events: list[Replayable], policy_args: str, feature: Feature | None) 
                 ev.logged_pmf,
                 ev.reward,
             )
-        est.add(ev.p_log, ev.reward, pol.pmf(ev)[ev.logged])
-        pol.learn(ev)
+        est.add(ev.p_log, ev.reward, pol.pmf_then_learn(ev)[ev.logged])
     value = est.estimate_snips().value
     return value if value == value else 0.0  # NaN when there were no events
 
