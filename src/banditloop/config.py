@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         1 << 20, gt=0, description="Largest request body; larger ones get 413 (limits.py)."
     )
+    max_import_bytes: int = Field(
+        4 << 30,
+        gt=0,
+        description="Largest body of a log import (POST .../logs/import), in bytes.",
+    )
     max_actions: int = Field(
         50, ge=1, le=10_000, description="Actions per Rank (50 as the original; may be raised)."
     )

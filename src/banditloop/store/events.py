@@ -31,6 +31,33 @@ ACTIVATIONS_OF = (
 NEWEST = "SELECT max(seq) FROM decisions WHERE loop=? AND event_id=?"
 
 
+INSERT_DECISION = (
+    f"INSERT INTO decisions ({DECISION_COLS}, source, holdout) VALUES "
+    "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (loop, event_id, request_hash) DO NOTHING"
+)
+
+
+def decision_row(d: Decision) -> tuple[Any, ...]:
+    """A decision's values for INSERT_DECISION."""
+    return (
+        d.loop,
+        d.event_id,
+        d.ts,
+        d.close_at,
+        int(d.deferred),
+        d.request_hash,
+        d.example,
+        orjson.dumps(d.action_ids).decode(),
+        orjson.dumps([s.to_json() for s in d.slots]).decode(),
+        d.mode,
+        int(d.multislot),
+        d.response,
+        d.model_version,
+        d.source,
+        int(d.holdout),
+    )
+
+
 def decision(row: Sequence[Any]) -> Decision:
     """A Decision from ``seq, DECISION_COLS``."""
     seq, loop, event_id, ts, close_at, deferred, rhash, example, ids, slots = row[:10]
@@ -134,23 +161,7 @@ class Events(Queries):
         """Log a decision, unless one of its event ID has the same request hash (a retry):
         then the future holds that one. With ``refuse_reuse`` any decision of its event ID
         stops it (that with the same hash first): the caller refuses a different body."""
-        row = (
-            d.loop,
-            d.event_id,
-            d.ts,
-            d.close_at,
-            int(d.deferred),
-            d.request_hash,
-            d.example,
-            orjson.dumps(d.action_ids).decode(),
-            orjson.dumps([s.to_json() for s in d.slots]).decode(),
-            d.mode,
-            int(d.multislot),
-            d.response,
-            d.model_version,
-            d.source,
-            int(d.holdout),
-        )
+        row = decision_row(d)
 
         def job(conn: Conn) -> Decision | None:
             if refuse_reuse:
@@ -161,12 +172,7 @@ class Events(Queries):
                 ).fetchone()
                 if found is not None:
                     return decision(found)
-            added = conn.execute(
-                f"INSERT INTO decisions ({DECISION_COLS}, source, holdout) VALUES "
-                "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT (loop, event_id, request_hash) DO NOTHING RETURNING seq",
-                row,
-            ).fetchone()
+            added = conn.execute(INSERT_DECISION + " RETURNING seq", row).fetchone()
             if added is not None:
                 return None
             found = conn.execute(
@@ -175,6 +181,41 @@ class Events(Queries):
                 (d.loop, d.event_id, d.request_hash),
             ).fetchone()
             return decision(found)
+
+        return self.submit(job)
+
+    def import_decisions(
+        self, items: Sequence[tuple[Decision, list[tuple[str | None, float]]]]
+    ) -> Future[int]:
+        """Log imported decisions of one loop with their rewards (at the decision's time),
+        in one job; a decision whose event ID is taken (logged already, or earlier in
+        ``items``) is skipped with its rewards. How many were stored."""
+
+        def job(conn: Conn) -> int:
+            if not items:
+                return 0
+            loop = items[0][0].loop
+            taken: set[str] = set()
+            for ids in chunks([d.event_id for d, _ in items]):
+                taken.update(
+                    eid
+                    for (eid,) in conn.execute(
+                        f"SELECT event_id FROM decisions WHERE loop=? AND event_id IN "
+                        f"({marks(len(ids))})",
+                        (loop, *ids),
+                    )
+                )
+            new = []
+            for d, rewards in items:
+                if d.event_id not in taken:
+                    taken.add(d.event_id)
+                    new.append((d, rewards))
+            conn.executemany(INSERT_DECISION, [decision_row(d) for d, _ in new])
+            conn.executemany(
+                "INSERT INTO rewards (loop, event_id, slot, value, ts) VALUES (?,?,?,?,?)",
+                [(d.loop, d.event_id, slot, v, d.ts) for d, rewards in new for slot, v in rewards],
+            )
+            return len(new)
 
         return self.submit(job)
 
