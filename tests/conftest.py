@@ -100,6 +100,7 @@ class Server:
         try:
             self.port = wait_healthy(self.proc, port_file, timeout)
         except RuntimeError as ex:
+            self.kill()  # a server that did not come up must not outlive the test
             tail = self.log.read_text()[-2000:] if self.log else ""
             raise RuntimeError(f"{ex}: {tail}") from None
         return self
