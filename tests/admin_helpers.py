@@ -13,7 +13,7 @@ class LoggedServer(Server):
 
     log_level: str = "info"
 
-    def start(self, timeout: float = 30) -> LoggedServer:
+    def start(self, timeout: float = 120) -> LoggedServer:
         self.log = self.log or self.data_dir.parent / "server.log"
         super().start(timeout)
         return self

@@ -44,7 +44,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_healthy(proc: subprocess.Popen[bytes], port_file: Path, timeout: float = 30) -> int:
+def wait_healthy(proc: subprocess.Popen[bytes], port_file: Path, timeout: float = 120) -> int:
     """The port of a server started with ``--port-file``, once it answers /healthz;
     raises if it exits or does not answer within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -53,7 +53,7 @@ def wait_healthy(proc: subprocess.Popen[bytes], port_file: Path, timeout: float 
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
             port = int(port_file.read_text())
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200:
                 return port
         except (OSError, ValueError, httpx.HTTPError):
             pass
@@ -79,7 +79,7 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30) -> Server:
+    def start(self, timeout: float = 120) -> Server:
         env = {**os.environ, "BANDITLOOP_LOOP": '{"rewardWaitTime": "PT1S"}'}
         env.update(dict(e.split("=", 1) for e in self.extra))
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -100,6 +100,7 @@ class Server:
         try:
             self.port = wait_healthy(self.proc, port_file, timeout)
         except RuntimeError as ex:
+            self.kill()  # a server that did not come up must not outlive the test
             tail = self.log.read_text()[-2000:] if self.log else ""
             raise RuntimeError(f"{ex}: {tail}") from None
         return self

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from banditloop.config import LoopConfig
+from banditloop.errors import Overloaded
 from banditloop.featurize import context_has
 from banditloop.items import Catalogue
 from banditloop.live import LivePolicy
@@ -256,7 +257,7 @@ def test_one_trainer_is_elected_and_a_dead_one_is_replaced_exactly_once(pg_url: 
         # the old trainer learns more events, but cannot mark them: it steps down
         more = [decision(i, ts=T0 + i) for i in range(12, 14)]
         log(second, more)
-        with pytest.raises(Exception):  # noqa: B017 - its connection died with its lock
+        with pytest.raises(Overloaded):  # its connection died with its lock (503)
             t1.step(T0 + 30 + WAIT)
         assert t1.step(T0 + 30 + WAIT) == 0 and not t1.active
         assert drain(t2, T0 + 30 + WAIT) == 2 and t2.save() is not None
@@ -279,7 +280,7 @@ def test_a_write_of_a_trainer_that_lost_the_lead_is_refused(pg_url: str) -> None
         (ev,) = store.closed_events(LOOP, T0 + WAIT, 10)
         with connect(pg_url) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (backend_pid(store),))
-        with pytest.raises(Exception):  # noqa: B017 - the batch fails: the connection died
+        with pytest.raises(Overloaded):  # the batch fails (503): the connection died
             store.mark_learned(LOOP, [Outcome(ev.seq, [0.0], [0.0])], 1).result()
         with pytest.raises(NotLeader):  # reconnected, but without the lock
             store.mark_learned(LOOP, [Outcome(ev.seq, [0.0], [0.0])], 1).result()
