@@ -66,18 +66,48 @@ BIN = Path(sys.executable).parent
 V1 = "/personalizer/v1.0"
 LOOP_CONFIG = '{"rewardWaitTime":"PT1S","modelExportFrequency":"PT1S"}'
 
+#: A Rank per request, with a unique eventId. With a period (args[4], ms per request of
+#: this thread; 0: as fast as possible) the thread paces itself: request k starts k periods
+#: after the first, whatever the answers took (wrk's delay(), with LuaJIT's clock), so
+#: the offered rate does not fall when the server slows down: open loop, while there are
+#: connections free. done() prints the percentiles wrk's --latency does not (p99.9).
 RANK_LUA = """
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } bl_timespec;
+int clock_gettime(int clk, bl_timespec *ts);
+]]
+local ts = ffi.new("bl_timespec")
+local function now_ms()
+  ffi.C.clock_gettime(1, ts)
+  return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+end
 local n = 0
 function setup(thread) n = n + 1; thread:set("tid", n) end
 function init(args)
-  tag = args[1]; path = args[3]; counter = 0
+  tag = args[1]; path = args[3]; counter = 0; period = tonumber(args[4] or "0")
+  start = nil; slot = 0
   local f = io.open(args[2], "rb"); rest = f:read("*a"); f:close()
   wrk.headers["Content-Type"] = "application/json"
+end
+function delay()
+  if period <= 0 then return 0 end
+  local t = now_ms()
+  if start == nil then start = t end
+  slot = slot + 1  -- each request its own start time, though connections ask at once
+  local due = start + slot * period
+  if due <= t then return 0 end
+  return math.floor(due - t)
 end
 function request()
   counter = counter + 1
   local body = '{"eventId":"' .. tag .. "-" .. tid .. "-" .. counter .. '",' .. rest
   return wrk.format("POST", path, nil, body)
+end
+function done(summary, latency, requests)
+  for _, p in ipairs({50, 99, 99.9}) do
+    io.write(string.format("PCT %g %d\\n", p, latency:percentile(p)))
+  end
 end
 """
 
@@ -126,6 +156,7 @@ class WrkResult:
     requests: int
     errors: int  # socket errors and non-2xx answers
     cpu_us: float = 0.0  # CPU time of the target's processes per request served (ranks+rewards)
+    p999: float = 0.0  # ms (the rank script's done() prints it)
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -141,12 +172,14 @@ def parse_wrk(out: str) -> WrkResult:
     pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
     errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    exact = {p: int(us) / 1000 for p, us in re.findall(r"^PCT (\S+) (\d+)$", out, re.M)}
     return WrkResult(
         rps=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
         p50=_ms(pct["50"]),
         p99=_ms(pct["99"]),
         requests=int(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
         errors=errors + (int(non2xx.group(1)) if non2xx else 0),
+        p999=exact.get("99.9", 0.0),
     )
 
 
@@ -170,12 +203,25 @@ class Wrk:
         ]  # fmt: skip
 
     def ranks(
-        self, url: str, tag: str, seconds: float, reward_rate: float = 0.0, latency: float = 0.0
+        self,
+        url: str,
+        tag: str,
+        seconds: float,
+        reward_rate: float = 0.0,
+        latency: float = 0.0,
+        paced: float = 0.0,
     ) -> tuple[WrkResult, WrkResult | None]:
-        """Rank load; with ``reward_rate``, a second wrk rewards the ranked events."""
-        cmd = self._cmd(
-            url, self.rank_lua, self.opts.connections, seconds, [tag, str(self.rest), V1 + "/rank"]
-        )
+        """Rank load, as fast as the connections go or, with ``paced``, offered at that
+        rate (requests/s); with ``reward_rate``, a second wrk rewards the ranked events."""
+        conns = self.opts.connections
+        period = 0.0
+        if paced > 0:
+            # connections for 100 ms of requests: enough to keep the offered rate while
+            # answers take long, and never fewer than the threads
+            conns = max(self.opts.threads, math.ceil(paced * 0.1))
+            period = min(self.opts.threads, conns) * 1000 / paced  # ms per request, per thread
+        args = [tag, str(self.rest), V1 + "/rank", f"{period:.4f}"]
+        cmd = self._cmd(url, self.rank_lua, conns, seconds, args)
         rewards = None
         if reward_rate > 0:
             # enough connections to reach the rate although each reward waits ``latency``
@@ -349,11 +395,16 @@ def tree_cpu(pid: int) -> float:
 
 
 def load(
-    tgt: Target, wrk: Wrk, opts: argparse.Namespace, rate: float = 0.0, latency: float = 0.0
+    tgt: Target,
+    wrk: Wrk,
+    opts: argparse.Namespace,
+    rate: float = 0.0,
+    latency: float = 0.0,
+    paced: float = 0.0,
 ) -> tuple[Any, Any]:
     tag = uuid.uuid4().hex[:10]
     before = tree_cpu(tgt.proc.pid)
-    rank, rewards = wrk.ranks(tgt.url, tag, opts.duration, rate, latency)
+    rank, rewards = wrk.ranks(tgt.url, tag, opts.duration, rate, latency, paced)
     served = rank.requests + (rewards.requests if rewards else 0)
     rank.cpu_us = (tree_cpu(tgt.proc.pid) - before) * 1e6 / max(1, served)
     return rank, rewards
@@ -398,6 +449,37 @@ def print_profile(raw: Path, top: int = 25) -> None:
         ["total %", "function (file)"],
         [[f"{100 * v / samples:.1f}", f] for f, v in total.most_common(top)],
     )
+
+
+@dataclass
+class PacedRow:
+    target: str
+    workers: int
+    share: float  # of the asgi+vw baseline's maximum rate
+    offered: float  # requests/s
+    trainer: str
+    rank: WrkResult
+
+
+def paced(
+    tgt: Target, wrk: Wrk, opts: argparse.Namespace, rates: dict[float, float], trainer: str = ""
+) -> list[PacedRow]:
+    """Latency at fixed offered rates (open loop): what a client app feels at its traffic."""
+    out = []
+    for share, rate in rates.items():
+        rank, _ = load(tgt, wrk, opts, paced=rate)
+        out.append(PacedRow(tgt.name, len(tgt.workers()), share, rate, trainer, rank))
+    return out
+
+
+def idle_trainer(tgt: Target) -> None:
+    """Give the default loop an hour's reward wait and model export period: the trainer
+    has nothing to learn or save while the next run lasts."""
+    url = tgt.url + V1 + "/configurations/service"
+    config = httpx.get(url, timeout=30).json()
+    config.update(rewardWaitTime="PT1H", modelExportFrequency="PT1H")
+    httpx.put(url, json=config, timeout=30).raise_for_status()
+    time.sleep(2)  # what is closing now is learned (and a model saved) before the run
 
 
 def trainer_under_load(tgt: Target, wrk: Wrk, opts: argparse.Namespace) -> tuple[Row, list[str]]:
@@ -491,6 +573,30 @@ def report_failure(extra: list[str], what: str) -> Iterator[None]:
         print(f"{what} failed: {ex!r}", flush=True)
 
 
+def print_paced(prows: list[PacedRow]) -> None:
+    """The latency table at fixed offered rates, with ratios to asgi+vw's at that rate."""
+    if not prows:
+        return
+    base = {(r.workers, r.share): r.rank for r in prows if r.target == "asgi+vw"}
+    table = []
+    for r in prows:
+        b = base.get((r.workers, r.share))
+        ratios = ["", ""]
+        if b is not None and r.target != "asgi+vw" and b.p50 > 0 and b.p99 > 0:
+            ratios = [f"{r.rank.p50 / b.p50:.2f}x", f"{r.rank.p99 / b.p99:.2f}x"]
+        table.append(
+            [r.target, str(r.workers), f"{100 * r.share:.0f}%", f"{r.offered:.0f}",
+             f"{r.rank.rps:.0f}", fmt(r.rank.p50), fmt(r.rank.p99), fmt(r.rank.p999),
+             str(r.rank.errors), f"{r.rank.cpu_us:.0f}", *ratios, r.trainer]
+        )  # fmt: skip
+    print("\nPaced (open-loop) Rank load, at shares of the asgi+vw baseline's maximum rate:")
+    print_table(
+        ["target", "workers", "share", "offered/s", "ranks/s", "p50 ms", "p99 ms", "p99.9 ms",
+         "errors", "CPU µs/req", "p50 vs asgi+vw", "p99 vs asgi+vw", "trainer"],
+        table,
+    )  # fmt: skip
+
+
 def fmt(x: float) -> str:
     return f"{x:.2f}" if x < 100 else f"{x:.0f}"
 
@@ -506,6 +612,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=1_000_000, help="events for the store run")
     ap.add_argument("--lag-reps", type=int, default=5)
     ap.add_argument("--skip", default="", help="comma list of: trainer, lag, growth")
+    ap.add_argument(
+        "--paced",
+        default="0.25,0.5",
+        help="paced runs at these shares of the asgi+vw baseline's max rate ('' for none)",
+    )
     ap.add_argument(
         "--profile",
         default=None,
@@ -529,15 +640,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     tmp = Path(tempfile.mkdtemp(prefix="banditloop-throughput-"))
     rows: list[Row] = []
+    prows: list[PacedRow] = []
     extra: list[str] = []
     loads = [os.getloadavg()[0]]
+    shares = [float(x) for x in opts.paced.split(",") if x]
     try:
         wrk = Wrk(tmp, opts)
         for n in counts:
-            for name in ("fastapi", "asgi+vw"):
+            rates: dict[float, float] = {}
+            for name in ("asgi+vw", "fastapi"):  # asgi+vw first: its rate sets the paced ones
                 with target(name, n) as tgt:
                     warm(tgt, wrk)
                     rows.append(Row(name, n, "ranks", load(tgt, wrk, opts)[0]))
+                    if name == "asgi+vw":
+                        rates = {x: x * rows[-1].rank.rps for x in shares}
+                    prows += paced(tgt, wrk, opts, rates)
             loads.append(os.getloadavg()[0])
             with target("banditloop", n, tmp / f"w{n}") as tgt:
                 warm(tgt, wrk)
@@ -546,11 +663,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rank, rew = load(tgt, wrk, opts, rate=alone.rps, latency=alone.p50)
                 rows.append(Row("banditloop", n, "ranks + rewards", rank, rew))
                 loads.append(os.getloadavg()[0])
+                # the trainer learns each event a second after its Rank, saves every second
+                prows += paced(tgt, wrk, opts, rates, "learning, saving each second")
                 if n == 2 and "trainer" not in skip:
                     with report_failure(extra, "trainer"):
-                        row, rates = trainer_under_load(tgt, wrk, opts)
+                        flood_store(tgt.db, opts.backlog, close_in=1.0)
+                        time.sleep(1)
+                        lowest = {min(rates): rates[min(rates)]} if rates else {}
+                        prows += paced(tgt, wrk, opts, lowest, "on a backlog")
+                        row, rates_seen = trainer_under_load(tgt, wrk, opts)
                         rows.append(row)
-                        extra += rates
+                        extra += rates_seen
                 if n == 2 and "lag" not in skip:
                     with report_failure(extra, "lag"):
                         lags = reward_lag(tgt, opts)
@@ -564,6 +687,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         profile(tgt, wrk, opts, alone.rps, alone.p50)
                 policy = httpx.get(tgt.url + "/loops", timeout=30).json()[0]["policy"]
                 extra.append(f"policy of the default loop: {policy}")
+                with report_failure(extra, "idle trainer"):
+                    idle_trainer(tgt)
+                    prows += paced(tgt, wrk, opts, rates, "idle")
         if "growth" not in skip and 2 in counts:
             with report_failure(extra, "growth"):
                 rows += store_growth(wrk, opts, tmp)
@@ -584,17 +710,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         errors = r.rank.errors + (r.rewards.errors if r.rewards else 0)
         table.append(
             [r.target, str(r.workers), r.setup, f"{r.rank.rps:.0f}", fmt(r.rank.p50),
-             fmt(r.rank.p99), rewards, str(errors), f"{r.rank.cpu_us:.0f}", *ratios, r.note]
+             fmt(r.rank.p99), fmt(r.rank.p999), rewards, str(errors), f"{r.rank.cpu_us:.0f}",
+             *ratios, r.note]
         )  # fmt: skip
     print(
         f"\n{opts.connections} connections, {opts.duration:g} s per run; load average "
         f"(1 min) during the run: {min(loads):.1f} to {max(loads):.1f}"
     )
     print_table(
-        ["target", "workers", "load", "ranks/s", "p50 ms", "p99 ms", "rewards/s", "errors",
-         "CPU µs/req", "vs fastapi", "vs asgi+vw", "note"],
+        ["target", "workers", "load", "ranks/s", "p50 ms", "p99 ms", "p99.9 ms", "rewards/s",
+         "errors", "CPU µs/req", "vs fastapi", "vs asgi+vw", "note"],
         table,
     )  # fmt: skip
+    print_paced(prows)
     for line in extra:
         print("* " + line)
     return 0

@@ -29,8 +29,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -177,17 +177,35 @@ def dcg(segment: str, ids: list[str], k: int = 3) -> float:
     return sum(ctr(segment, i) / math.log2(pos + 2) for pos, i in enumerate(ids[:k]))
 
 
-def play(url: str, events: int, seed: int, loop: str | None = None, clicks: bool = True) -> Result:
-    """Set up the loop and play ``events`` visits through HTTP. With ``clicks`` False
-    the reward is the click probability itself (less noise: for quick tests)."""
+def play(
+    url: str | httpx.Client,
+    events: int,
+    seed: int,
+    loop: str | None = None,
+    clicks: bool = True,
+    learn: Callable[[], object] | None = None,
+    every: int = 50,
+) -> Result:
+    """Set up the loop and play ``events`` visits through HTTP (``url``, or a client of
+    one's own, such as a test's). With ``clicks`` False the reward is the click
+    probability itself (less noise: for quick tests). ``learn``, if given, is called
+    after every ``every`` visits: a test drives the trainer there, so that what the
+    model has learned does not depend on how fast the machine is."""
     rng = random.Random(seed)
     prefix = (f"/loops/{loop}" if loop else "") + "/personalizer/v1.0"
     res = Result(events, 0, 0.0, 0.0, 0.0, 0.0, 0.0, [])
     upstream = [i for i, _ in popularity()]
-    with recommender() as recs_url, httpx.Client(base_url=url, timeout=30) as http:
+    with ExitStack() as stack:
+        recs_url = stack.enter_context(recommender())
+        if isinstance(url, str):
+            http = stack.enter_context(httpx.Client(base_url=url, timeout=30))
+        else:
+            http = url
         setup(http, prefix, recs_url)
         res.policy = http.get(prefix + "/configurations/policy").json()["arguments"]
         for n in range(events):
+            if learn is not None and n and n % every == 0:
+                learn()
             segment = rng.choice(SEGMENTS)
             user = f"{segment}-{rng.randrange(1000)}"
             r = http.post(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -128,20 +129,45 @@ def test_retried_rank_is_idempotent_and_logged_once(
     assert query(settings.data_dir, "SELECT count(*) FROM decisions")[0][0] == 1
 
 
-def test_same_event_id_different_body_conflicts(
+def _changed(request: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {**request, "actions": actions("a", "b")},
+        {**request, "contextFeatures": [{"weather": "rainy"}]},
+        {**request, "actions": actions("c", "b", "a")},
+    ]
+
+
+def test_same_event_id_different_body_is_a_new_decision(
     client: TestClient, settings: Settings, base: tuple[str, str]
 ) -> None:
+    """As Azure answered (docs/operator-guide.md); tests/test_event_reuse.py has the rest."""
+    event_id = f"reuse-{uuid.uuid4().hex}"
+    request = {"contextFeatures": CONTEXT, "actions": actions("a", "b", "c"), "eventId": event_id}
+    first = client.post(url(base, "/rank"), json=request)
+    assert first.status_code == 201, first.text
+    answers = [client.post(url(base, "/rank"), json=body) for body in _changed(request)]
+    assert [r.status_code for r in answers] == [201, 201, 201]
+    assert {r.json()["eventId"] for r in answers} == {event_id}
+    again = [client.post(url(base, "/rank"), json=b) for b in [request, *_changed(request)]]
+    assert [r.content for r in again] == [first.content] + [r.content for r in answers]
+    rows = query(settings.data_dir, "SELECT response FROM decisions WHERE event_id=?", (event_id,))
+    assert [bytes(row[0]) for row in rows] == [first.content] + [r.content for r in answers]
+
+
+def test_same_event_id_different_body_conflicts_if_the_loop_refuses(
+    client: TestClient, settings: Settings, base: tuple[str, str]
+) -> None:
+    config = client.get(url(base, "/configurations/service")).json()
+    refusing = {**config, "eventIdReuse": "refuse"}
+    put = client.put(url(base, "/configurations/service"), json=refusing)
+    assert put.status_code == 200, put.text
+    assert put.json()["eventIdReuse"] == "refuse"
     event_id = f"conflict-{uuid.uuid4().hex}"
     request = {"contextFeatures": CONTEXT, "actions": actions("a", "b", "c"), "eventId": event_id}
     first = client.post(url(base, "/rank"), json=request)
     assert first.status_code == 201, first.text
 
-    changed = [
-        {**request, "actions": actions("a", "b")},
-        {**request, "contextFeatures": [{"weather": "rainy"}]},
-        {**request, "actions": actions("c", "b", "a")},
-    ]
-    for body in changed:
+    for body in _changed(request):
         r = client.post(url(base, "/rank"), json=body)
         assert r.status_code == 409, r.text
         err = r.json()["error"]

@@ -341,14 +341,20 @@ def test_same_event_id_is_an_idempotent_retry(srv: Server, quiet_loop: str) -> N
     retry = httpx.post(api(endpoint) + "/multislot/rank", json=body)
     assert first.status_code == retry.status_code == 201
     assert first.json() == retry.json()
-    other = {**body, "slots": [{"id": "s", "baselineAction": "b"}]}
-    assert httpx.post(api(endpoint) + "/multislot/rank", json=other).status_code == 409
     rows = query(
         srv.data_dir,
         "SELECT count(*) FROM decisions WHERE loop=? AND event_id='again'",
         (loop_name(endpoint),),
     )
     assert rows == [(1,)]
+    other = {**body, "slots": [{"id": "s", "baselineAction": "b"}]}  # a reuse: a new decision
+    assert httpx.post(api(endpoint) + "/multislot/rank", json=other).status_code == 201
+    rows = query(
+        srv.data_dir,
+        "SELECT count(*) FROM decisions WHERE loop=? AND event_id='again'",
+        (loop_name(endpoint),),
+    )
+    assert rows == [(2,)]
 
 
 # -- one model for single-slot and multi-slot requests --------------------------------

@@ -21,10 +21,11 @@ from banditloop.app import create_app
 from banditloop.config import Settings
 from banditloop.evaluation.jobs import EVALUATION, IMPORTANCE
 from banditloop.live import LivePolicy
+from banditloop.loop import Loop
 from banditloop.observability import JsonFormatter, RequestIdFilter
 from banditloop.policy import DEFAULT_POLICY, Policy
 from banditloop.store.base import JobRecord
-from helpers import V1, actions
+from helpers import V1, actions, pmf_of
 
 RANK = {
     "contextFeatures": [{"user": {"secret": "s3cr3t-value"}}],
@@ -46,21 +47,38 @@ def metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def wait_for(check: Any, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
+def quiet(client: TestClient) -> Loop:
+    """The default loop, its trainer thread stopped: the test learns in-process
+    (``Trainer.drain``), so what was learned when does not depend on the machine."""
+    loop: Loop = client.app.state.registry.loops["default"]  # type: ignore[attr-defined]
+    loop.trainer.stop()
+    return loop
 
 
-def traffic(client: TestClient, n: int, reward_every: int = 2) -> list[str]:
+def learn_all(loop: Loop) -> int:
+    """Learn every event logged so far, their reward windows as good as closed."""
+    return loop.trainer.drain(time.time() + 3600)
+
+
+def traffic(
+    client: TestClient,
+    n: int,
+    reward_every: int = 2,
+    chosen: dict[str, float] | None = None,
+    prefix: str | None = None,
+) -> list[str]:
+    """``n`` Ranks, every ``reward_every``-th rewarded 1; ``chosen`` collects the
+    probability of each event's rewardActionId. With ``prefix`` the event IDs are
+    ``prefix0``, ``prefix1``...: the draws, seeded by the event ID, are the same each run."""
     ids = []
     for i in range(n):
-        r = client.post(f"{V1}/rank", json=RANK)
+        body = RANK if prefix is None else {**RANK, "eventId": f"{prefix}{i}"}
+        r = client.post(f"{V1}/rank", json=body)
         assert r.status_code == 201
-        ids.append(r.json()["eventId"])
+        body = r.json()
+        ids.append(body["eventId"])
+        if chosen is not None:
+            chosen[ids[-1]] = pmf_of(body)[body["rewardActionId"]]
         if i % reward_every == 0:
             assert (
                 client.post(f"{V1}/events/{ids[-1]}/reward", json={"value": 1.0}).status_code == 204
@@ -73,6 +91,7 @@ def traffic(client: TestClient, n: int, reward_every: int = 2) -> list[str]:
 
 def test_metrics_count_requests_events_and_rewards_by_kind(client: TestClient) -> None:
     before = client.get("/metrics").text  # request metrics are the process's, across apps
+    loop = quiet(client)
     ids = traffic(client, 10)
     late = ids[1]  # not rewarded yet; its reward window (1 s) will have passed
     time.sleep(1.2)
@@ -80,14 +99,11 @@ def test_metrics_count_requests_events_and_rewards_by_kind(client: TestClient) -
     assert client.post(f"{V1}/events/nosuchevent/reward", json={"value": 1.0}).status_code == 204
     client.post("/loops/default/personalizer/v1.0/rank", json=RANK)
 
-    text = wait_for(
-        lambda: (
-            (t := client.get("/metrics").text)
-            and metric(t, "banditloop_events_learned_total", loop="default") >= 11
-            and t
-        )
-    )
-    assert text, "the trainer did not learn the events"
+    assert learn_all(loop) == 11
+    saved = loop.trainer.save()
+    assert saved is not None
+    text = client.get("/metrics").text
+    assert metric(text, "banditloop_events_learned_total", loop="default") == 11
 
     def counted(name: str, **labels: str) -> float:
         return metric(text, name, **labels) - metric(before, name, **labels)
@@ -103,18 +119,19 @@ def test_metrics_count_requests_events_and_rewards_by_kind(client: TestClient) -
     assert metric(text, "banditloop_rewards_total", loop="default", kind="joined") == 5
     assert metric(text, "banditloop_rewards_total", loop="default", kind="late") == 1
     assert metric(text, "banditloop_rewards_total", loop="default", kind="orphan") == 1
-    assert metric(text, "banditloop_model_version", loop="default") >= 0
+    assert metric(text, "banditloop_model_version", loop="default") == saved.number >= 1
     assert metric(text, "banditloop_store_size_bytes") > 0
     assert "banditloop_trainer_lag_seconds" in text
     assert "banditloop_trainer_backlog_events" in text
 
 
 def test_unmatched_paths_share_one_label(client: TestClient) -> None:
+    labels = {"method": "GET", "endpoint": "unmatched", "status": "404"}
+    before = metric(client.get("/metrics").text, "banditloop_http_requests_total", **labels)
     for i in range(3):
         assert client.get(f"/no/such/path/{i}").status_code == 404
     text = client.get("/metrics").text
-    labels = {"method": "GET", "endpoint": "unmatched", "status": "404"}
-    assert metric(text, "banditloop_http_requests_total", **labels) >= 3
+    assert metric(text, "banditloop_http_requests_total", **labels) == before + 3
     assert "/no/such/path" not in text
 
 
@@ -293,10 +310,13 @@ def test_dashboard_needs_an_admin_key_when_keys_are_set(tmp_path: Path) -> None:
 def test_dashboard_data_shows_traffic_learning_jobs_and_configuration(
     client: TestClient,
 ) -> None:
-    ids = traffic(client, 40)
+    loop = quiet(client)
+    chosen: dict[str, float] = {}
+    ids = traffic(client, 40, chosen=chosen)
     client.post(f"{V1}/events/nosuchevent/reward", json={"value": 1.0})
-    loop = client.app.state.registry.loops["default"]  # type: ignore[attr-defined]
-    wait_for(lambda: loop.trainer.events_learned >= len(ids), timeout=15)
+    assert learn_all(loop) == len(ids)
+    # IPS of the uniformly random policy: reward x (1/3) / p(logged), over the events
+    random_value = sum((1 / 3) / chosen[e] for e in ids[::2]) / len(ids)
     store = loop.store
     result = {
         "optimalPolicy": "online",
@@ -334,11 +354,11 @@ def test_dashboard_data_shows_traffic_learning_jobs_and_configuration(
     assert rr["online"]["events"] == 40
     assert rr["online"]["value"] == pytest.approx(0.5)
     assert rr["online"]["low"] < 0.5 < rr["online"]["high"]
-    assert 0 <= rr["random"]["value"] <= 3
+    assert rr["random"]["value"] == pytest.approx(random_value)
     assert len(d["series"]["rewardRate"]["baseline"]["value"]) == n
     assert d["totals"]["entropy"] > 0
     assert d["totals"]["imitation"] is None
-    assert d["trainer"]["eventsLearned"] >= 40
+    assert d["trainer"]["eventsLearned"] == 40
     assert d["history"]["t"]
     assert d["evaluations"][0]["policies"][0]["expectedReward"] == 0.5
     assert "models" not in str(d["evaluations"])
@@ -352,8 +372,10 @@ def test_dashboard_shows_imitation_in_apprentice_mode(client: TestClient) -> Non
     cfg = client.get(f"{V1}/configurations/service").json()
     cfg["learningMode"] = "Apprentice"
     assert client.put(f"{V1}/configurations/service", json=cfg).status_code == 200
-    traffic(client, 20)
+    quiet(client)  # the model learns nothing meanwhile
+    traffic(client, 20, prefix="ap")
     d = client.get("/loops/default/dashboard/data").json()
     assert d["learningMode"] == "Apprentice"
-    assert 0 <= d["totals"]["imitation"] <= 1
+    # the untrained model's draws (seeded by the event IDs) that picked the baseline
+    assert d["totals"]["imitation"] == 0.35
     assert d["series"]["imitation"] is not None

@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 import sqlite3
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import sqlite_utils
 
-from banditloop.store import SqliteStore
+from banditloop.store import SqliteStore, SqlStore
 from banditloop.store.events import ACTIVATIONS_OF, REWARDS_OF
 from banditloop.store.schema import MIGRATIONS, POSTGRES_BEFORE
 from banditloop.store.sqlite import _applies
@@ -81,20 +82,89 @@ def test_every_migration_gives_both_engines_the_same_schema(tmp_path: Path, pg_u
     assert lite[0] == pg[0], "tables and columns"
     assert ("rewards_ts", "rewards", ("loop", "ts"), "") in lite[1]
     assert ("decisions_open", "decisions", ("loop", "close_at"), "learned_in is null") in pg[1]
-    assert len(lite[1]) == 13 and len(lite[0]) == 10
+    assert len(lite[1]) == 14 and len(lite[0]) == 10
 
 
-def test_an_sqlite_store_of_the_last_version_gets_the_time_indexes(tmp_path: Path) -> None:
+def sqlite_store_before(tmp_path: Path, migration: str) -> sqlite_utils.Database:
+    """An SQLite store as a version before ``migration`` made it."""
     earlier = sqlite_utils.Migrations("banditloop")
-    for m in MIGRATIONS[:-1]:
+    for m in MIGRATIONS[: [m.name for m in MIGRATIONS].index(migration)]:
         earlier(name=m.name)(_applies(m.sql("sqlite")))
     tmp_path.mkdir(exist_ok=True)
-    earlier.apply(sqlite_utils.Database(tmp_path / "banditloop.db"))
+    db = sqlite_utils.Database(tmp_path / "banditloop.db")
+    earlier.apply(db)
+    return db
+
+
+def test_an_sqlite_store_of_an_earlier_version_gets_the_time_indexes(tmp_path: Path) -> None:
+    sqlite_store_before(tmp_path, "m007_time_indexes").close()
     before = {name for name, *_ in sqlite_schema(tmp_path / "banditloop.db")[1]}
     assert "rewards_ts" not in before
     SqliteStore(tmp_path).close()
     after = {name for name, *_ in sqlite_schema(tmp_path / "banditloop.db")[1]}
-    assert after - before == {"rewards_ts", "activations_ts"}
+    assert after - before == {"rewards_ts", "activations_ts", "decisions_event"}
+
+
+OLD_DECISION = (
+    "INSERT INTO decisions (seq, loop, event_id, ts, close_at, deferred, request_hash, example, "
+    "action_ids, slots, mode, multislot, response, model_version, learned_in, outcome, holdout) "
+    "VALUES (7, 'default', 'e1', 1.0, 2.0, 0, 'h1', '{}', '[]', '[]', 'Online', 0, ?, 'v', "
+    "3, '{\"r\": [1.0]}', 1)"
+)
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_a_store_with_decisions_takes_reused_event_ids_after_the_migration(
+    tmp_path: Path, engine: str, request: pytest.FixtureRequest
+) -> None:
+    """m008 keeps every decision as it was (SQLite copies the table), and a seq is never
+    given twice, not even that of a deleted decision."""
+    from banditloop.store.base import Decision
+
+    if engine == "sqlite":
+        db = sqlite_store_before(tmp_path, "m008_event_id_reuse")
+        db.execute(OLD_DECISION, [b"{}"])
+        db.execute(OLD_DECISION.replace("(7, ", "(9, ").replace("'e1'", "'e2'"), [b"{}"])
+        db.execute("DELETE FROM decisions WHERE seq=9")
+        db.conn.commit()
+        db.close()
+        store: SqlStore = SqliteStore(tmp_path)
+    else:
+        import psycopg
+
+        from banditloop.store.postgres import PostgresStore
+
+        url = request.getfixturevalue("pg_url")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE banditloop_migrations (name TEXT PRIMARY KEY, applied REAL)")
+            for m in MIGRATIONS[: [m.name for m in MIGRATIONS].index("m008_event_id_reuse")]:
+                for statement in m.sql("postgresql"):
+                    conn.execute(statement)  # type: ignore[call-overload]
+                conn.execute("INSERT INTO banditloop_migrations VALUES (%s, 0)", (m.name,))
+            conn.execute(OLD_DECISION.replace("?", "%s"), (b"{}",))
+            conn.execute(
+                OLD_DECISION.replace("?", "%s").replace("(7, ", "(9, ").replace("'e1'", "'e2'"),
+                (b"{}",),
+            )
+            conn.execute("DELETE FROM decisions WHERE seq=9")
+            conn.execute("SELECT setval(pg_get_serial_sequence('decisions', 'seq'), 9)")
+        store = PostgresStore(url)
+    try:
+        old = store.get_decision("default", "e1")
+        assert old is not None and old.seq == 7 and old.request_hash == "h1"
+        again = Decision("default", "e1", 5.0, 6.0, False, "h2", "{}", [], [], b"{}", "v")
+        assert store.append_decision(again).result() is None  # another body: a new decision
+        newest = store.get_decision("default", "e1")
+        assert newest is not None and newest.request_hash == "h2" and newest.seq == 10
+        same = store.append_decision(replace(again, ts=8.0)).result()
+        assert same is not None and same.seq == 10  # a retry finds it
+        learned = [e.outcome for e in store.iter_events("default", 0, 10)]
+        assert learned == [{"r": [1.0]}]
+    finally:
+        store.close()
+
+
+NEWER = [m.name for m in MIGRATIONS][[m.name for m in MIGRATIONS].index("m007_time_indexes") + 1 :]
 
 
 def test_a_postgresql_store_named_the_old_way_migrates_on(pg_url: str) -> None:
@@ -107,12 +177,14 @@ def test_a_postgresql_store_named_the_old_way_migrates_on(pg_url: str) -> None:
     PostgresStore(pg_url).close()
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("DELETE FROM banditloop_migrations")
-        for old in POSTGRES_BEFORE:
+        # the old names, and what came after m007 (this store has it; such a store would not)
+        for old in [*POSTGRES_BEFORE, *NEWER]:
             conn.execute("INSERT INTO banditloop_migrations VALUES (%s, 0)", (old,))
     PostgresStore(pg_url).close()
     with psycopg.connect(pg_url) as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM banditloop_migrations")}
     assert names == {m.name for m in MIGRATIONS} | set(POSTGRES_BEFORE)
+    assert NEWER
 
 
 @pytest.mark.parametrize(

@@ -595,7 +595,7 @@ def test_import_refuses_a_poisoned_line_and_stores_nothing(tmp_path: Path, case:
     data = tmp_path / "data"
     res = CliRunner().invoke(main, ["logs", "import", "--data-dir", str(data), str(src)])
     assert res.exit_code == 1
-    assert res.output.startswith("Error: line 2: "), res.output
+    assert "logs.json line 2: " in res.output, res.output
     assert scalar(data, "SELECT count(*) FROM decisions") == 0
     assert scalar(data, "SELECT count(*) FROM rewards") == 0
 

@@ -3,6 +3,7 @@
 As a library: :func:`open_service` opens a store and its loops (a
 :class:`Registry`); each :class:`Loop` ranks, takes rewards and activations, and
 is administered; every error a caller may see is in the tree of :mod:`errors`.
+:class:`Client` and :class:`AsyncClient` talk to a running server (client.py).
 The names below are loaded when first used, so that importing one module of the
 package (a child process for VW, an evaluation job) stays cheap.
 """
@@ -30,6 +31,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .client import AsyncClient, Client
     from .config import Settings
     from .loop import Loop, RankInput
     from .ranking import SlotInput
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _HOMES = {
+    "AsyncClient": "client",
+    "Client": "client",
     "Loop": "loop",
     "RankInput": "loop",
     "Registry": "registry",
@@ -49,8 +53,10 @@ _HOMES = {
 }
 
 __all__ = [
+    "AsyncClient",
     "BadRequest",
     "BanditloopError",
+    "Client",
     "Conflict",
     "FeatureError",
     "Forbidden",

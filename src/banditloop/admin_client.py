@@ -1,7 +1,8 @@
 """Administration for the CLI: the same operations against a running server or a data dir.
 
-``HttpAdmin`` calls a server's admin endpoints; ``LocalAdmin`` opens the data
-directory itself (refusing while a server holds it) and calls the library.
+``HttpAdmin`` calls a server's admin endpoints with the first-party client
+(client.py); ``LocalAdmin`` opens the data directory itself (refusing while a
+server holds it) and calls the library.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-import httpx
+from pydantic import BaseModel
 
 from .auth import keyring
+from .client import Call, Client
 from .config import ServiceConfiguration, Settings
 from .errors import BanditloopError
-from .ids import path_segment
 from .loop import Loop
 from .modelfile import signed_archive, unpack
 from .recommendations.config import ScenarioConfig
@@ -26,6 +27,8 @@ from .registry import Registry
 from .service import open_service
 from .store.base import Item
 from .upkeep import delete_logs
+
+T = TypeVar("T")
 
 
 class Admin(Protocol):
@@ -50,92 +53,77 @@ class Admin(Protocol):
 
 
 class HttpAdmin:
-    """Admin calls over HTTP; errors come back as BanditloopError with the server's message."""
+    """Admin calls over HTTP, through the first-party client (client.py)."""
 
     def __init__(self, url: str, loop: str, key: str | None) -> None:
-        headers = {"Ocp-Apim-Subscription-Key": key} if key else {}
-        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=120)
-        name = path_segment(loop, "A loop name")
-        self.prefix = ("" if loop == "default" else f"/loops/{name}") + "/personalizer/v1.0"
+        self.client = Client(url, key=key, loop=loop, timeout=120)
 
-    def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        r = self.http.request(method, path, **kw)
-        if r.status_code >= 400:
-            try:
-                err = r.json()["error"]
-                raise BanditloopError(f"{err['message']} ({err['code']})", err["code"])
-            except (ValueError, KeyError, TypeError):
-                raise BanditloopError(f"HTTP {r.status_code}: {r.text[:200]}") from None
-        return r
-
-    def _loop(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        return self._call(method, self.prefix + path, **kw)
+    def _send(self, call: Call[T]) -> T:
+        return self.client.send(call)
 
     def get_config(self) -> dict[str, Any]:
-        return dict(self._loop("GET", "/configurations/service").json())
+        return _dump(self._send(self.client.get_configuration()))
 
     def put_config(self, config: dict[str, Any]) -> dict[str, Any]:
-        return dict(self._loop("PUT", "/configurations/service", json=config).json())
+        return _dump(self._send(self.client.put_configuration(config)))
 
     def get_policy(self) -> dict[str, Any]:
-        return dict(self._loop("GET", "/configurations/policy").json())
+        return _dump(self._send(self.client.get_policy()))
 
     def put_policy(self, name: str, arguments: str) -> dict[str, Any]:
-        body = {"name": name, "arguments": arguments}
-        return dict(self._loop("PUT", "/configurations/policy", json=body).json())
+        return _dump(self._send(self.client.put_policy(name, arguments)))
 
     def reset_policy(self) -> dict[str, Any]:
-        return dict(self._loop("DELETE", "/configurations/policy").json())
+        return _dump(self._send(self.client.reset_policy()))
 
     def export_model(self, signed: bool) -> bytes:
-        return self._loop("GET", "/model", params={"signed": str(signed).lower()}).content
+        return self._send(self.client.export_model(signed))
 
     def import_model(self, blob: bytes) -> None:
-        headers = {"Content-Type": "application/octet-stream"}
-        self._loop("PUT", "/model", content=blob, headers=headers)
+        self._send(self.client.import_model(blob))
 
     def reset_model(self) -> None:
-        self._loop("DELETE", "/model")
+        self._send(self.client.reset_model())
 
     def logs_info(self) -> dict[str, Any]:
-        return dict(self._loop("GET", "/logs/properties").json())
+        return _dump(self._send(self.client.logs_properties()))
 
     def delete_logs(self, event_id: str | None, feature: str | None, value: Any) -> int | None:
         if event_id is not None:
-            path = f"/logs/events/{path_segment(event_id, 'An event ID')}"
-            return int(self._loop("DELETE", path).json()["deleted"])
+            return self._send(self.client.delete_event(event_id))
         if feature:
-            body = {"feature": feature, "value": value}
-            return int(self._loop("POST", "/logs/forget", json=body).json()["deleted"])
-        self._loop("DELETE", "/logs")
+            return self._send(self.client.forget(feature, value))
+        self._send(self.client.delete_logs())
         return None
 
     def list_loops(self) -> list[dict[str, Any]]:
-        return list(self._call("GET", "/loops").json())
+        return [_dump(x) for x in self._send(self.client.list_loops())]
 
     def create_loop(self, name: str, spec: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        r = self._call("PUT", f"/loops/{path_segment(name, 'A loop name')}", json=spec)
-        return dict(r.json()), r.status_code == 201
+        info, created = self._send(self.client.create_loop(name, spec))
+        return _dump(info), created
 
     def delete_loop(self, name: str) -> None:
-        self._call("DELETE", f"/loops/{path_segment(name, 'A loop name')}")
+        self._send(self.client.delete_loop(name))
 
     def put_items(self, items: list[Item]) -> int:
-        body = [it.to_json() for it in items]
-        return int(self._loop("PUT", "/items", json=body).json()["upserted"])
+        return self._send(self.client.put_items([it.to_json() for it in items]))
 
     def list_scenarios(self) -> dict[str, Any]:
-        return dict(self._loop("GET", "/scenarios").json())
+        return {k: _dump(v) for k, v in self._send(self.client.list_scenarios()).items()}
 
     def put_scenario(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-        path = f"/scenarios/{path_segment(name, 'A scenario name')}"
-        return dict(self._loop("PUT", path, json=spec).json())
+        return _dump(self._send(self.client.put_scenario(name, spec)))
 
     def delete_scenario(self, name: str) -> None:
-        self._loop("DELETE", f"/scenarios/{path_segment(name, 'A scenario name')}")
+        self._send(self.client.delete_scenario(name))
 
     def track(self, events: list[dict[str, Any]]) -> dict[str, int]:
-        return dict(self._loop("POST", "/tracking/events", json={"events": events}).json())
+        return _dump(self._send(self.client.track(events)))
+
+
+def _dump(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", by_alias=True, exclude_unset=True)  # as sent
 
 
 class LocalAdmin:
@@ -228,10 +216,8 @@ def open_admin(
     """An Admin for ``--url`` (a running server) or ``--data-dir`` (offline)."""
     if url:
         admin = HttpAdmin(url, loop, key)
-        try:
+        with admin.client:
             yield admin
-        finally:
-            admin.http.close()
         return
     settings = Settings.load(config_file, data_dir=data_dir)
     with open_service(settings, train=False) as service:

@@ -113,6 +113,7 @@ def create_app(settings: Settings, worker: bool = False) -> FastAPI:
     app.add_middleware(  # inside observability, so that shed requests are counted
         LimitsMiddleware,
         max_body_bytes=settings.max_body_bytes,
+        max_import_bytes=settings.max_import_bytes,
         max_concurrent_requests=settings.max_concurrent_requests,
         rate_limit_per_second=settings.rate_limit_per_second,
         rate_limit_burst=settings.rate_limit_burst,

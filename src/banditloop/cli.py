@@ -222,8 +222,8 @@ def _admin(
     try:
         with open_admin(url, data_dir, loop, api_key, config_file) as admin:
             yield admin
-    except BanditloopError as ex:
-        raise click.ClickException(ex.message) from None
+    except BanditloopError as ex:  # a server's error names its code
+        raise click.ClickException(f"{ex.message} ({ex.code})" if url else ex.message) from None
     except httpx.HTTPError as ex:
         raise click.ClickException(f"talking to {url}: {ex}") from None
     except ValidationError as ex:
@@ -668,20 +668,127 @@ def _iso(ts: float) -> str:
 
 @logs.command("import")
 @_target
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--no-learn", is_flag=True, help="Keep the events for evaluation only.")
-def logs_import(file: Path, no_learn: bool, **target: Any) -> None:
-    """Load DSJSON decisions (e.g. saved from Azure Personalizer) into a loop's log.
+def logs_import(paths: tuple[Path, ...], no_learn: bool, **target: Any) -> None:
+    """Load DSJSON decisions (e.g. Azure Personalizer's log mirror) into a loop's log.
 
-    Imported events are learned by the loop's trainer (a warm start) unless --no-learn.
-    Example: banditloop logs import --data-dir ./data azure-logs.json
+    PATHS are files or directories, searched recursively for .json and .json.gz files,
+    imported in the order of their first timestamps. Each file is checked whole first:
+    one with a bad line is not imported (its refused lines are listed), the others are.
+    Event IDs logged already are skipped. Imported events are learned by the loop's
+    trainer (a warm start) unless --no-learn.
+    Example: banditloop logs import --url http://127.0.0.1:8080 ./azure-logs/
     """
+    from .logimport import ImportSummary, lines_of, log_files
+
+    files = log_files(paths)
+    total = ImportSummary()
+    refused: list[tuple[Path, int]] = []  # (file, refused lines)
+    learn = not no_learn
+
+    def done(path: Path, summary: ImportSummary) -> None:
+        for field in ("lines", "events", "duplicates", "multislot"):
+            setattr(total, field, getattr(total, field) + getattr(summary, field))
+        click.echo(
+            f"{path}: {summary.lines} lines, {summary.events} events, "
+            f"{summary.duplicates} duplicates"
+            + (f", {summary.multislot} multi-slot lines" if summary.multislot else ""),
+            err=True,
+        )
+
+    def bad(path: Path, ex: BanditloopError) -> None:
+        details = ex.details or [{"target": "", "message": ex.message}]
+        for d in details:
+            click.echo(f"{path} {d.get('target', '')}: {d['message']}", err=True)
+        refused.append((path, len(details)))
+
     if target["url"]:
-        raise click.UsageError("logs import works on a data directory (--data-dir).")
-    with _admin(**target) as admin, file.open("rb") as fh:
-        assert isinstance(admin, LocalAdmin)
-        n = admin.loop.import_lines(fh, learn=not no_learn)
-    click.echo(f"imported {n} events from {file}")
+        with _importer(target["url"], target["loop"], target["api_key"], learn) as upload:
+            for path in files:
+                try:
+                    done(path, upload(path))
+                except BanditloopError as ex:
+                    bad(path, ex)
+    else:
+        with _admin(**target) as admin:
+            assert isinstance(admin, LocalAdmin)
+            for path in files:
+                try:
+                    with path.open("rb") as fh:
+                        done(path, admin.loop.import_lines(lines_of(fh), learn, _progress(path)))
+                except BanditloopError as ex:
+                    bad(path, ex)
+    click.echo(
+        f"imported {total.events} events from {len(files) - len(refused)} of {len(files)} "
+        f"files: {total.lines} lines, {total.duplicates} skipped duplicates"
+    )
+    if total.multislot:
+        click.echo(
+            f"{total.multislot} multi-slot (CCB) lines were not imported: banditloop imports "
+            "single-slot logs (docs/migrating-from-azure.md, 'Multi-slot logs')."
+        )
+    if refused:
+        raise click.ClickException(
+            f"{len(refused)} files not imported, refused lines listed above "
+            "(file, line number): nothing of those files was stored."
+        )
+
+
+def _progress(path: Path) -> Callable[[Any], None]:
+    def show(summary: Any) -> None:
+        if sys.stderr.isatty():
+            click.echo(
+                f"\r{path}: {summary.events + summary.duplicates} events ...", nl=False, err=True
+            )
+
+    return show
+
+
+@contextmanager
+def _importer(
+    url: str, loop: str, api_key: str | None, learn: bool
+) -> Iterator[Callable[[Path], Any]]:
+    """Upload files to POST .../logs/import, streamed in chunks: a large file is never
+    held in memory, and 1M events cost one request per file, not 1M."""
+    from .errors import BadRequest
+    from .logimport import ImportSummary
+
+    prefix = ("" if loop == "default" else f"/loops/{loop}") + "/personalizer/v1.0"
+    headers = {"Ocp-Apim-Subscription-Key": api_key} if api_key else {}
+    params = {} if learn else {"learn": "false"}
+    endpoint = url.rstrip("/") + prefix + "/logs/import"
+
+    def chunks(path: Path) -> Iterator[bytes]:
+        sent = 0
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                sent += len(chunk)
+                if sys.stderr.isatty():
+                    click.echo(f"\r{path}: {sent >> 20} MiB sent ...", nl=False, err=True)
+                yield chunk
+
+    with httpx.Client(timeout=httpx.Timeout(30.0, read=None)) as http:
+
+        def upload(path: Path) -> ImportSummary:
+            try:
+                r = http.post(endpoint, content=chunks(path), params=params, headers=headers)
+            except httpx.HTTPError as ex:
+                raise click.ClickException(f"talking to {url}: {ex}") from None
+            if r.status_code == 200:
+                body = r.json()
+                return ImportSummary(
+                    body["lines"], body["events"], body["duplicates"], body["multiSlotLines"]
+                )
+            try:
+                err = r.json()["error"]
+            except (ValueError, KeyError, TypeError):
+                raise click.ClickException(f"HTTP {r.status_code}: {r.text[:300]}") from None
+            if r.status_code != 400:
+                raise click.ClickException(f"HTTP {r.status_code}: {err.get('message')}")
+            raise BadRequest(err["message"], err["code"], details=err.get("details"))
+
+        yield upload
 
 
 @main.command()

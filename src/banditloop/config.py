@@ -25,6 +25,7 @@ from .recommender import RecommenderConfig
 
 Aggregation = Literal["earliest", "sum", "average", "median", "min", "max"]
 LearningMode = Literal["Online", "Apprentice", "LoggingOnly"]
+EventIdReuse = Literal["accept", "refuse"]
 
 
 class LoopDeclaration(BaseModel):
@@ -118,6 +119,11 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(
         1 << 20, gt=0, description="Largest request body; larger ones get 413 (limits.py)."
+    )
+    max_import_bytes: int = Field(
+        4 << 30,
+        gt=0,
+        description="Largest body of a log import (POST .../logs/import), in bytes.",
     )
     max_actions: int = Field(
         50, ge=1, le=10_000, description="Actions per Rank (50 as the original; may be raised)."
@@ -242,6 +248,12 @@ class ServiceConfiguration(BaseModel):
         allow_inf_nan=False,
         description="Extension: share of Rank calls served the baseline as a holdout group.",
     )
+    eventIdReuse: EventIdReuse = Field(
+        "accept",
+        description="Extension: a Rank reusing an event ID with another body is a new "
+        "decision ('accept', as Azure did) or refused with 409 ('refuse'); "
+        "docs/operator-guide.md.",
+    )
     latestApprenticeModeMetrics: dict[str, Any] | None = Field(
         None, description="Read-only: how well the model imitates the baseline in Apprentice mode."
     )
@@ -313,6 +325,7 @@ class LoopConfig:
     export_every: float
     retention_days: int
     learning_mode: str
+    event_id_reuse: str = "accept"
 
     @classmethod
     def from_wire(cls, sc: ServiceConfiguration) -> LoopConfig:
@@ -324,4 +337,5 @@ class LoopConfig:
             export_every=parse_duration(sc.modelExportFrequency, "modelExportFrequency"),
             retention_days=sc.logRetentionDays,
             learning_mode=sc.learningMode,
+            event_id_reuse=sc.eventIdReuse,
         )

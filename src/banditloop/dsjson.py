@@ -13,7 +13,6 @@ again, so that a loop can be evaluated or warm-started on them.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -148,12 +147,34 @@ class Imported:
 def parse_line(text: str | bytes, loop: str, limits: FeatureLimits | None = None) -> Imported:
     """A single-slot DSJSON line as a decision plus its reward, every field checked as
     strictly as API input (logcheck.py) before anything is made of it."""
-    limits = limits or FeatureLimits(logcheck.CODE)
+    return parse_object(loads_line(text), loop, limits)
+
+
+def loads_line(text: str | bytes) -> Any:
     try:
-        obj = orjson.loads(text)
+        return orjson.loads(text)
     except orjson.JSONDecodeError as ex:
         raise BadRequest(f"Not a JSON line: {ex}.", logcheck.CODE) from None
-    values = logcheck.line(obj, limits, MAX_IMPORT_ACTIONS)
+
+
+def is_multislot(obj: Any) -> bool:
+    """A CCB line (``_outcomes``, ``c._slots``): not imported (docs/migrating-from-azure.md)."""
+    if not isinstance(obj, dict):
+        return False
+    c = obj.get("c")
+    return "_outcomes" in obj or (isinstance(c, dict) and "_slots" in c)
+
+
+def parse_object(
+    obj: Any,
+    loop: str,
+    limits: FeatureLimits | None = None,
+    seen: dict[bytes, int] | None = None,
+) -> Imported:
+    """A decoded single-slot DSJSON line as a decision plus its reward (see parse_line);
+    ``seen``: the actions checked already by this import (logcheck.context)."""
+    limits = limits or FeatureLimits(logcheck.CODE)
+    values = logcheck.line(obj, limits, MAX_IMPORT_ACTIONS, seen)
     try:
         ts = parse_timestamp(obj["Timestamp"])
     except (ValueError, OverflowError):
@@ -186,18 +207,3 @@ def _action_id(action: dict[str, Any], index: int) -> str:
     features = action.get("i")
     ident = features.get("id") if isinstance(features, dict) else None
     return str(ident if ident is not None else action.get("_tag", index))
-
-
-def read_lines(
-    lines: Iterator[bytes], loop: str, max_features: int = 10_000, max_string: int = 16_384
-) -> Iterator[Imported]:
-    """The lines' decisions; a bad line raises BadRequest naming its number. A line may
-    hold as many features and as long strings as a Rank request (Settings)."""
-    for n, text in enumerate(lines, 1):
-        if not text.strip():
-            continue
-        limits = FeatureLimits(logcheck.CODE, max_features, max_string)
-        try:
-            yield parse_line(text, loop, limits)
-        except BadRequest as ex:
-            raise BadRequest(f"line {n}: {ex.message}", ex.code) from None

@@ -37,16 +37,25 @@ class BanditloopError(Exception):
     default_code = "InternalServerError"
     retry_after: int | None = None  # seconds, sent as Retry-After
 
-    def __init__(self, message: str, code: str | None = None, target: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        code: str | None = None,
+        target: str | None = None,
+        details: list[dict[str, str]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code
         self.target = target
+        self.details = details  # one {"code", "message", "target"} per part that failed
 
     def body(self) -> dict[str, object]:
         err: dict[str, object] = {"code": self.code, "message": self.message}
         if self.target:
             err["target"] = self.target
+        if self.details:
+            err["details"] = self.details
         return {"error": err}
 
 

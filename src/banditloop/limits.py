@@ -40,6 +40,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
 _SHED_OVERLOADED = SHED.labels("overloaded")
 _SHED_RATE_LIMITED = SHED.labels("rate_limited")
+IMPORT_PATH = "/logs/import"  # bodies up to max_import_bytes
 MAX_BUCKETS = 10_000  # keys tracked at once; beyond, full buckets are forgotten
 
 
@@ -102,9 +103,11 @@ class LimitsMiddleware:
         max_concurrent_requests: int = 0,
         rate_limit_per_second: float = 0,
         rate_limit_burst: float = 0,
+        max_import_bytes: int = 0,
     ) -> None:
         self.app = app
         self.max_body = max_body_bytes
+        self.max_import = max(max_import_bytes, max_body_bytes)
         self.max_inflight = max_concurrent_requests
         self.inflight = 0
         self.buckets = (
@@ -118,6 +121,8 @@ class LimitsMiddleware:
             await self.app(scope, receive, send)
             return
         headers = scope["headers"]
+        # a log import streams a whole file (validated before anything is stored)
+        limit = self.max_import if scope["path"].endswith(IMPORT_PATH) else self.max_body
         chunked = False
         for name, value in headers:
             if name == b"content-length":
@@ -125,8 +130,8 @@ class LimitsMiddleware:
                     length = int(value)
                 except ValueError:
                     length = 0
-                if length > self.max_body:
-                    await _answer(send, self._too_large())
+                if length > limit:
+                    await _answer(send, self._too_large(limit))
                     return
             elif name == b"transfer-encoding":
                 chunked = True
@@ -150,19 +155,17 @@ class LimitsMiddleware:
             )
             return
         if chunked:
-            receive = self._counting(receive)
+            receive = self._counting(receive, limit)
         self.inflight += 1
         try:
             await self.app(scope, receive, send)
         finally:
             self.inflight -= 1
 
-    def _too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(
-            f"The request body is larger than the limit of {self.max_body} bytes."
-        )
+    def _too_large(self, limit: int) -> PayloadTooLarge:
+        return PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
 
-    def _counting(self, receive: Receive) -> Receive:
+    def _counting(self, receive: Receive, limit: int) -> Receive:
         """``receive`` that refuses a chunked body once it passes the limit (the app's
         handler renders the 413 with the JSON error body)."""
         seen = 0
@@ -172,8 +175,8 @@ class LimitsMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_body:  # FastAPI passes an HTTPException through
-                    raise HTTPException(413, self._too_large().message)
+                if seen > limit:  # FastAPI passes an HTTPException through
+                    raise HTTPException(413, self._too_large(limit).message)
             return message
 
         return counted

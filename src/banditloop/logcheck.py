@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import orjson
+
 from .errors import BadRequest
 from .featurize import FLOAT32_MAX, INT64_MIN, UINT64_MAX, FeatureLimits
 from .ids import check_event_id
@@ -23,6 +25,7 @@ CODE = "InvalidImportLine"
 PMF_TOLERANCE = 0.01  # logged pmfs are rounded; a sum further from 1 is not a pmf
 MAX_DEPTH = 4  # objects nested in a feature, as featurize.py allows
 MAX_TIMESTAMP = 253402300799.0  # 9999-12-31T23:59:59Z
+MAX_SEEN = 100_000  # distinct actions remembered as checked by one import
 
 
 def refuse(message: str) -> BadRequest:
@@ -130,8 +133,12 @@ def _number(value: int | float, field: str) -> None:
         raise refuse(f"{field} holds a number beyond 32-bit floats.")
 
 
-def context(c: Any, limits: FeatureLimits, max_actions: int) -> list[dict[str, Any]]:
-    """The checked ``c`` of a single-slot line; returns its ``_multi``."""
+def context(
+    c: Any, limits: FeatureLimits, max_actions: int, seen: dict[bytes, int] | None = None
+) -> list[dict[str, Any]]:
+    """The checked ``c`` of a single-slot line; returns its ``_multi``. ``seen`` holds the
+    actions checked already (their JSON, and the features they hold): a log repeats its
+    catalogue on every line, so each distinct action is checked once per import."""
     if not isinstance(c, dict):
         raise refuse("c must be an object.")
     if "_slots" in c:
@@ -141,6 +148,7 @@ def context(c: Any, limits: FeatureLimits, max_actions: int) -> list[dict[str, A
         raise refuse("c._multi must be a non-empty list of actions.")
     if len(multi) > max_actions:
         raise refuse(f"c._multi holds more than {max_actions} actions.")
+    seen = {} if seen is None else seen
     for key, value in c.items():
         if key == "_multi":
             continue
@@ -148,23 +156,41 @@ def context(c: Any, limits: FeatureLimits, max_actions: int) -> list[dict[str, A
             raise refuse(f"c: keys starting with _ are not features ({key[:32]!r}).")
         namespace(key, value, "c")
         features(value, f"c.{key}", limits)
+    whole = orjson.dumps(multi)
+    known = seen.get(whole)
+    if known is not None:  # the same catalogue as a line before
+        limits.spend(known)
+        return multi
+    before = limits.left
     for i, action in enumerate(multi):
         if not isinstance(action, dict):
             raise refuse(f"c._multi[{i}] must be an object.")
-        for key, value in action.items():
-            if key == "_tag":
+        key = orjson.dumps(action)
+        known = seen.get(key)
+        if known is not None:
+            limits.spend(known)
+            continue
+        left = limits.left
+        for name, value in action.items():
+            if name == "_tag":
                 text(value, f"c._multi[{i}]._tag")
                 continue
-            if key.startswith("_"):
+            if name.startswith("_"):
                 raise refuse(
-                    f"c._multi[{i}]: keys starting with _ are not features ({key[:32]!r})."
+                    f"c._multi[{i}]: keys starting with _ are not features ({name[:32]!r})."
                 )
-            namespace(key, value, f"c._multi[{i}]")
-            features(value, f"c._multi[{i}].{key}", limits)
+            namespace(name, value, f"c._multi[{i}]")
+            features(value, f"c._multi[{i}].{name}", limits)
+        if len(seen) < MAX_SEEN:
+            seen[key] = left - limits.left
+    if len(seen) < MAX_SEEN:
+        seen[whole] = before - limits.left
     return multi
 
 
-def line(obj: Any, limits: FeatureLimits, max_actions: int) -> list[float]:
+def line(
+    obj: Any, limits: FeatureLimits, max_actions: int, seen: dict[bytes, int] | None = None
+) -> list[float]:
     """Check a decoded single-slot DSJSON line; returns its rewards (from ``o``, else from
     the label) for the caller to store. Raises BadRequest naming the field."""
     if not isinstance(obj, dict):
@@ -177,18 +203,22 @@ def line(obj: Any, limits: FeatureLimits, max_actions: int) -> list[float]:
     event_id = text(obj["EventId"], "EventId")
     check_event_id(event_id, CODE)
     text(obj["Timestamp"], "Timestamp", 64)
-    multi = context(obj["c"], limits, max_actions)
+    multi = context(obj["c"], limits, max_actions, seen)
     n = len(multi)
     actions, pmf = obj["a"], obj["p"]
     if not isinstance(actions, list) or not isinstance(pmf, list):
         raise refuse("a and p must be lists.")
     if len(actions) != n or len(pmf) != n:
         raise refuse("a and p must have one entry per action of c._multi.")
-    for i, a in enumerate(actions):
-        integer(a, f"a[{i}]", 1, n)
+    if not all(type(a) is int for a in actions):
+        for i, a in enumerate(actions):
+            integer(a, f"a[{i}]", 1, n)
     if sorted(actions) != list(range(1, n + 1)):
         raise refuse("a must hold each action number 1 to n once.")
-    probabilities = [number(p, f"p[{i}]", 0.0, 1.0) for i, p in enumerate(pmf)]
+    if all(type(p) is float for p in pmf) and min(pmf) >= 0.0 and max(pmf) <= 1.0:
+        probabilities = pmf  # the common case at C speed (orjson reads no NaN or inf)
+    else:
+        probabilities = [number(p, f"p[{i}]", 0.0, 1.0) for i, p in enumerate(pmf)]
     if probabilities[0] <= 0:
         raise refuse("p[0], the probability of the chosen action, must be above 0.")
     if abs(sum(probabilities) - 1.0) > PMF_TOLERANCE:

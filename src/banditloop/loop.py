@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,14 +22,14 @@ import mmh3
 import orjson
 from pydantic import ValidationError
 
-from . import dsjson, vwcheck
+from . import dsjson, logimport, vwcheck
 from .config import LoopConfig, ServiceConfiguration, Settings, describe
 from .errors import BadRequest, Conflict
 from .featurize import FeatureLimits
 from .ids import check_event_id
 from .items import Catalogue
-from .join import IMPORTED
 from .live import LivePolicy
+from .logimport import ImportSummary
 from .policy import Policy, check_arguments, with_epsilon
 from .ranking import SlotInput, plan, plan_multislot, ranking
 from .recovery import load_policy
@@ -330,7 +330,8 @@ class Loop:
             source=req.source,
             holdout=made.holdout,
         )
-        existing = await asyncio.wrap_future(self.store.append_decision(decision))
+        refuse = self.config.event_id_reuse == "refuse"
+        existing = await asyncio.wrap_future(self.store.append_decision(decision, refuse))
         if existing is None:
             return response
         if existing.request_hash != req.body_hash:
@@ -490,22 +491,19 @@ class Loop:
         for ev in self.logged(start, end):
             yield dsjson.dumps(dsjson.line(ev))
 
-    def import_lines(self, lines: Iterable[bytes], learn: bool = True) -> int:
+    def import_lines(
+        self,
+        lines: Iterable[bytes],
+        learn: bool = True,
+        progress: Callable[[ImportSummary], None] | None = None,
+    ) -> ImportSummary:
         """Log DSJSON decisions (e.g. from Azure) with their rewards; the trainer learns
         them unless ``learn`` is False (they are then kept for evaluation only). Every
-        line is checked before any is stored: a bad line stores nothing (logcheck.py)."""
+        line is checked before any is stored: a bad line stores nothing (logimport.py)."""
         s = self.settings
-        items = list(dsjson.read_lines(iter(lines), self.name, s.max_features, s.max_string_length))
-        n = 0
-        for item in items:
-            d = item.decision if learn else replace(item.decision, mode=IMPORTED)
-            if self.store.append_decision(d).result() is None:
-                if item.rewards:
-                    self.store.append_rewards(
-                        self.name, d.event_id, item.rewards, d.ts, False
-                    ).result()
-                n += 1
-        return n
+        return logimport.import_lines(
+            self.store, self.name, lines, learn, s.max_features, s.max_string_length, progress
+        )
 
     def set_keys(self, key_hashes: dict[str, list[str]]) -> None:
         """Replace the loop's own keys (hashes by role); effective at once."""

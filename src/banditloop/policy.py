@@ -128,6 +128,18 @@ class Policy:
             pmf = self._predictor.pmf(context, actions)
         return self.floor(pmf)
 
+    def pmf_then_learn(self, labelled: str) -> list[float]:
+        """Progressive validation in one parse: the (floored) probabilities per action
+        before learning the labelled example (VW's predict reads no label), then learn it."""
+        with self.lock:
+            ex = self._ws.parse(labelled, self._ws.get_label_type())
+            try:
+                pmf = list(self._ws.predict(ex))
+                self._ws.learn(ex)
+            finally:
+                self._ws.finish_example(ex)
+        return self.floor(pmf)
+
     def slot_pmf(self, example: str) -> list[tuple[int, float]]:
         """(action index, probability) for the first slot of a CCB example, as VW gives
         them: the caller floors the pmf over the slot's eligible actions (``floor``)."""

@@ -30,12 +30,13 @@ featurize.clean_recurring returns the same list object for the same features.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import orjson
 import pylibvw
 
 #: Policy options under which examples are not what this module builds.
@@ -44,7 +45,9 @@ _CB = pylibvw.vw.lContextualBandit
 _M32 = (1 << 32) - 1
 _M64 = (1 << 64) - 1
 _ESCAPE = str.maketrans({" ": "_", "\t": "_", "|": "_", ":": "_"})
-_TINY = 1e-44  # below this a double may round to a zero float (the smallest is 1.4e-45)
+_FLOAT32_NORMAL = 1.1754943508222875e-38  # the smallest normal float: below, fewer bits
+_FLOAT32_STEPS = float(1 << 24)  # a float's mantissa
+_NEAR_TIE = 2.0**-20  # of a float's ulp: some hundred doubles around a tie
 _CACHE = 4096  # hashed feature lists kept (the actions of a catalogue)
 
 Features = list[tuple[int, float]]
@@ -58,22 +61,32 @@ def covers(tokens: Sequence[str]) -> bool:
     return not any(t in NOT_COVERED or t.split("=")[0] in NOT_COVERED for t in tokens)
 
 
-def f32(value: float) -> float:
+def f32(value: float) -> float | None:
     """A number as a double whose cast to float (pybind11's, when it reaches VW) is the
-    float VW's JSON parser keeps for it: the parser casts once, so an integer beyond 53
-    bits is rounded here to 24 bits at once; a double that rounds to a zero float is 0."""
+    float VW's JSON parser keeps for it, or None when only VW's parser can tell.
+
+    The parser casts once, so an integer beyond 53 bits is rounded here to 24 bits at
+    once. RapidJSON reads a decimal number within an ulp or so, not always exactly: a
+    double close to a tie between two floats (or among the tiny ones) may end up on
+    either side, so those are left to VW (``Predictor._number``)."""
     if isinstance(value, int) and not -(1 << 53) <= value <= 1 << 53:
         # float(int) would round once to 53 bits, then the cast again to 24
-        a = abs(value)
-        shift = a.bit_length() - 24
-        q, r = divmod(a, 1 << shift)
+        big = abs(value)
+        shift = big.bit_length() - 24
+        q, r = divmod(big, 1 << shift)
         half = 1 << (shift - 1)
         if r > half or (r == half and q & 1):
             q += 1
         return math.copysign(float(q << shift), value)
+    if isinstance(value, int) or value == 0:
+        return float(value)
     v = float(value)
-    if -_TINY < v < _TINY:
-        return float(struct.unpack("<f", struct.pack("<f", v))[0])
+    a = abs(v)
+    if a < _FLOAT32_NORMAL:
+        return None
+    scaled = math.frexp(a)[0] * _FLOAT32_STEPS
+    if abs(scaled - math.floor(scaled) - 0.5) < _NEAR_TIE:
+        return None
     return v
 
 
@@ -97,8 +110,30 @@ class Predictor:
         self._space: dict[str, int] = {}
         self._lists: dict[int, tuple[object, Hashed]] = {}  # id(list) -> (list, hashed)
         self._ids: dict[str, Hashed] = {}  # action id -> its namespace "i"
+        self._pool: list[Any] = []  # examples reused from Rank to Rank (_take)
+        self._numbers: dict[str, float] = {}  # numbers only VW's parser could tell
 
     # -- hashing ------------------------------------------------------------------
+
+    def _number(self, value: float) -> float:
+        """The value VW's JSON parser keeps for a number (asked of it when f32 cannot
+        tell: rare, and remembered)."""
+        v = f32(value)
+        if v is not None:
+            return v
+        key = orjson.dumps(value).decode()
+        v = self._numbers.get(key)
+        if v is None:
+            exs = pylibvw.vw._parse(self.ws, '{"_multi":[{"a":{"x":' + key + "}}]}")
+            try:
+                ex = exs[1]
+                v = ex.feature_weight(97, 0) if ex.num_features_in(97) else 0.0
+            finally:
+                pylibvw.vw._finish_example_multi_ex(self.ws, exs)
+            if len(self._numbers) >= _CACHE:
+                self._numbers.clear()
+            self._numbers[key] = v
+        return v
 
     def space(self, name: str) -> int:
         h = self._space.get(name)
@@ -126,7 +161,7 @@ class Predictor:
                     feats.append((hash_feature(_name(key), ns32), 1.0))
                     count += 1
             elif kind is int or kind is float:
-                v = f32(value)
+                v = self._number(value)
                 if v != 0:
                     feats.append((hash_feature(_name(key), ns), v))
                     count += 1
@@ -146,7 +181,7 @@ class Predictor:
         feats = groups.setdefault(group, [])
         count = 0
         for i, value in enumerate(values):
-            v = f32(value)
+            v = self._number(value)
             if v != 0:
                 feats.append(((base + i) & _M64, v))
                 count += 1
@@ -187,17 +222,14 @@ class Predictor:
 
     # -- examples -------------------------------------------------------------------
 
-    def _example(self, parts: Sequence[Hashed], shared: bool) -> Any:
+    def _fill(self, ex: Any, parts: Sequence[Hashed]) -> None:
         ws = self.ws
-        ex = pylibvw.example(ws, _CB)
-        if shared:
-            ex.set_label_string(ws, "shared", _CB)
         if len(parts) == 1:
             order, groups = parts[0]
             for g in order:
                 ex.push_namespace(g)
                 ex.push_feature_list(ws, g, 0, groups[g])
-            return ex
+            return
         seen: list[int] = []
         for order, _ in parts:
             seen.extend(g for g in order if g not in seen)
@@ -206,29 +238,46 @@ class Predictor:
             for _, groups in parts:
                 if g in groups:
                     ex.push_feature_list(ws, g, 0, groups[g])
-        return ex
 
-    def examples(
+    def _take(self, n: int) -> list[Any]:
+        """n + 1 empty examples, the first one shared: kept between Ranks, since making
+        a VW example (256 feature groups) costs more than filling one."""
+        pool = self._pool
+        if not pool:
+            shared = pylibvw.example(self.ws, _CB)
+            shared.set_label_string(self.ws, "shared", _CB)
+            pool.append(shared)
+        while len(pool) <= n:
+            pool.append(pylibvw.example(self.ws, _CB))
+        return pool[: n + 1]
+
+    @contextlib.contextmanager
+    def built(
         self, context: list[dict[str, Any]], actions: Sequence[tuple[str, list[dict[str, Any]]]]
-    ) -> list[Any]:
+    ) -> Iterator[list[Any]]:
         """The shared example and one per action, set up for VW (featurize.context_object's
-        object, as VW's JSON parser would make it)."""
-        exs = [self._example([self.feature_list("FromUrl", context)], True)]
-        for action_id, features in actions:
-            parts = [self._action_id(action_id), self._action_list(features)]
-            exs.append(self._example(parts, False))
-        ws = self.ws
-        for ex in exs:
-            pylibvw.vw.setup_example(ws, ex)
-        return exs
+        object, as VW's JSON parser would make it); emptied again afterwards."""
+        exs = self._take(len(actions))
+        try:
+            self._fill(exs[0], [self.feature_list("FromUrl", context)])
+            for ex, (action_id, features) in zip(exs[1:], actions, strict=True):
+                self._fill(ex, [self._action_id(action_id), self._action_list(features)])
+            for ex in exs:
+                pylibvw.vw.setup_example(self.ws, ex)
+            yield exs
+        finally:
+            for ex in exs:
+                while ex.pop_namespace():  # the constant's too: setup adds it again
+                    pass
+                pylibvw.vw.unsetup_example(self.ws, ex)  # and the counts start again at 0
 
     def pmf(
         self, context: list[dict[str, Any]], actions: Sequence[tuple[str, list[dict[str, Any]]]]
     ) -> list[float]:
         """Probabilities per action, in the order of ``actions``."""
-        exs = self.examples(context, actions)
-        try:
-            pylibvw.vw.predict_multi(self.ws, exs)
-            return list(exs[0].get_action_scores())
-        finally:
-            pylibvw.vw._finish_example_multi_ex(self.ws, exs)
+        with self.built(context, actions) as exs:
+            try:
+                pylibvw.vw.predict_multi(self.ws, exs)
+                return list(exs[0].get_action_scores())
+            finally:
+                pylibvw.vw._finish_example_multi_ex(self.ws, exs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request
@@ -11,6 +12,7 @@ from starlette.responses import Response
 
 from ..config import ServiceConfiguration
 from ..errors import BadRequest
+from ..logimport import lines_of
 from ..modelfile import MAX_MODEL_BYTES, signed_archive, unpack
 from ..upkeep import delete_logs as forget_logs
 from .deps import AdminLoop
@@ -49,6 +51,16 @@ class ForgetRequest(BaseModel):
 
 class Deleted(BaseModel):
     deleted: int
+
+
+class ImportResult(BaseModel):
+    lines: int = Field(description="Lines read (blank ones not counted).")
+    events: int = Field(description="Decisions stored.")
+    duplicates: int = Field(description="Lines skipped: their EventId was logged already.")
+    multiSlotLines: int = Field(description="Multi-slot (CCB) lines, not imported.")
+
+
+SPOOL_BYTES = 8 << 20  # an upload is kept in memory up to this size, then on disk
 
 
 @router.get("/configurations/service", response_model=ServiceConfiguration, tags=["admin"])
@@ -193,3 +205,35 @@ async def forget(request: Annotated[ForgetRequest, Body()], loop: AdminLoop) -> 
         raise BadRequest('feature must name a context feature, e.g. "user.id".')
     n = await run_in_threadpool(lambda: forget_logs(loop, feature=(path, request.value)))
     return {"deleted": n}
+
+
+@router.post(
+    "/logs/import",
+    response_model=ImportResult,
+    tags=["admin", "extension"],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-ndjson": {"schema": {"type": "string", "format": "binary"}},
+                "application/gzip": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
+)
+async def import_logs(
+    request: Request,
+    loop: AdminLoop,
+    learn: Annotated[bool, Query(description="false: keep for evaluation only.")] = True,
+) -> dict[str, int]:
+    """Extension: log DSJSON decisions (one JSON object per line, gzip-compressed or
+    not; e.g. Azure Personalizer's log mirror) with their rewards. The whole upload is
+    checked first: a bad line stores nothing (400, its line numbers in `details`).
+    Event IDs already logged are skipped (docs/migrating-from-azure.md)."""
+    with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as body:
+        async for chunk in request.stream():
+            body.write(chunk)
+        body.seek(0)
+        lines = lines_of(body)  # type: ignore[arg-type]
+        summary = await run_in_threadpool(lambda: loop.import_lines(lines, learn))
+    return summary.to_json()

@@ -87,9 +87,8 @@ def _value(
                 ev.logged_pmf,
                 ev.reward,
             )
-        pmf = pol.pmf(ev)
+        pmf = pol.pmf_then_learn(ev)
         est.add(ev.p_log, ev.reward, pmf[ev.logged], unsupported=unsupported(ev, pmf))
-        pol.learn(ev)
     value = est.estimate_snips().value
     return (value if value == value else 0.0), est.diagnostics()  # NaN: no events
 

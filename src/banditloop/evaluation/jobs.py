@@ -226,7 +226,13 @@ class JobRunner:
             log.exception("%s %s failed", kind, job.id)
             result, status = {"error": str(ex) or type(ex).__name__}, "Failed"
         try:
-            pending.done(JobRecord(job.id, job.created, status, job.request, result))
+            # Under the lock: close() waits for a result being stored, and once closed
+            # (the store closes next) none is; the job stays Running in the store.
+            with self._lock:
+                if self._closed:
+                    log.info("%s %s ended after shutdown; not stored", kind, job.id)
+                else:
+                    pending.done(JobRecord(job.id, job.created, status, job.request, result))
         except Exception:  # storing the result failed: the next job still runs
             log.exception("%s %s: the result could not be stored", kind, job.id)
         finally:
@@ -239,6 +245,8 @@ class JobRunner:
                 self._next()
 
     def close(self) -> None:
+        """Stop: no job starts and no result is stored after this returns (the store
+        may be closed next)."""
         with self._lock:
             self._closed = True
             self._queue.clear()

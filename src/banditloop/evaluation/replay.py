@@ -66,11 +66,9 @@ class VwPolicy:
         self.args = args
         self.policy = Policy(args)
 
-    def pmf(self, ev: Replayable) -> list[float]:
-        return self.policy.pmf(ev.example)
-
-    def learn(self, ev: Replayable) -> None:
-        self.policy.learn([_labelled(ev)])
+    def pmf_then_learn(self, ev: Replayable) -> list[float]:
+        """pmf, then learn: one parse of the event instead of two."""
+        return self.policy.pmf_then_learn(_labelled(ev))
 
     def model(self) -> bytes:
         return self.policy.save()
@@ -81,18 +79,15 @@ class RewardModel:
 
     def __init__(self) -> None:
         self.ws = vowpalwabbit.Workspace(arg_list=[*REWARD_MODEL.split(), "--json", "--quiet"])
+        self.label_type = self.ws.get_label_type()  # given to parse: not asked per example
 
-    def predict(self, ev: Replayable) -> list[float]:
-        ex = self.ws.parse(ev.example)
+    def predict_then_learn(self, ev: Replayable) -> list[float]:
+        """predict, then learn: one parse of the event instead of two."""
+        ex = self.ws.parse(_labelled(ev), self.label_type)
         try:
-            return [-float(c) for c in self.ws.predict(ex)]
-        finally:
-            self.ws.finish_example(ex)
-
-    def learn(self, ev: Replayable) -> None:
-        ex = self.ws.parse(_labelled(ev))
-        try:
+            r_hat = [-float(c) for c in self.ws.predict(ex)]
             self.ws.learn(ex)
+            return r_hat
         finally:
             self.ws.finish_example(ex)
 
@@ -138,14 +133,12 @@ def evaluate(
     reward_model = RewardModel()
     for n, ev in enumerate(_replayable(events), 1):
         bucket = int(ev.ts // bucket_seconds)
-        r_hat = reward_model.predict(ev)
+        r_hat = reward_model.predict_then_learn(ev)
         results[0].add(bucket, ev, ev.logged_pmf, r_hat)
         results[1].add(bucket, ev, [1.0] + [0.0] * (ev.n_actions - 1), r_hat)
         results[2].add(bucket, ev, [1.0 / ev.n_actions] * ev.n_actions, r_hat)
         for res, pol in vw:
-            res.add(bucket, ev, pol.pmf(ev), r_hat)
-            pol.learn(ev)
-        reward_model.learn(ev)
+            res.add(bucket, ev, pol.pmf_then_learn(ev), r_hat)
         if progress and n % 1000 == 0:
             progress(n)
     for res, pol in vw:

@@ -21,12 +21,41 @@ DECISION_COLS = (
 #: Rewards and activations of some events (``+ts``: sort after looking them up by id;
 #: SQLite would otherwise walk the loop's whole (loop, ts) index to save the sort).
 REWARDS_OF = (
-    "SELECT event_id, ts, value, slot FROM rewards WHERE loop=? AND event_id IN ({}) "
+    "SELECT event_id, decision, ts, value, slot FROM rewards WHERE loop=? AND event_id IN ({}) "
     "ORDER BY +ts, seq"
 )
 ACTIVATIONS_OF = (
-    "SELECT event_id, ts FROM activations WHERE loop=? AND event_id IN ({}) ORDER BY +ts"
+    "SELECT event_id, decision, ts FROM activations WHERE loop=? AND event_id IN ({}) ORDER BY +ts"
 )
+#: The decision a reward or activation arriving now is for: the newest of its event ID.
+NEWEST = "SELECT max(seq) FROM decisions WHERE loop=? AND event_id=?"
+
+
+INSERT_DECISION = (
+    f"INSERT INTO decisions ({DECISION_COLS}, source, holdout) VALUES "
+    "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (loop, event_id, request_hash) DO NOTHING"
+)
+
+
+def decision_row(d: Decision) -> tuple[Any, ...]:
+    """A decision's values for INSERT_DECISION."""
+    return (
+        d.loop,
+        d.event_id,
+        d.ts,
+        d.close_at,
+        int(d.deferred),
+        d.request_hash,
+        d.example,
+        orjson.dumps(d.action_ids).decode(),
+        orjson.dumps([s.to_json() for s in d.slots]).decode(),
+        d.mode,
+        int(d.multislot),
+        d.response,
+        d.model_version,
+        d.source,
+        int(d.holdout),
+    )
 
 
 def decision(row: Sequence[Any]) -> Decision:
@@ -60,16 +89,29 @@ def outcome_json(o: Outcome) -> str:
 
 
 def joined(
-    conn: Reader, loop: str, event_ids: Sequence[str]
-) -> tuple[dict[str, list[tuple[float, float, str | None]]], dict[str, list[float]]]:
-    """Rewards (ts, value, slot) and activation times of these events, by event id."""
-    rewards: dict[str, list[tuple[float, float, str | None]]] = {}
-    activations: dict[str, list[float]] = {}
-    for ids in chunks(event_ids):
-        for eid, ts, value, slot in conn.execute(REWARDS_OF.format(marks(len(ids))), (loop, *ids)):
-            rewards.setdefault(eid, []).append((ts, value, slot))
-        for eid, ts in conn.execute(ACTIVATIONS_OF.format(marks(len(ids))), (loop, *ids)):
-            activations.setdefault(eid, []).append(ts)
+    conn: Reader, loop: str, decisions: Sequence[tuple[int, str]]
+) -> tuple[dict[int, list[tuple[float, float, str | None]]], dict[int, list[float]]]:
+    """Rewards (ts, value, slot) and activation times of these decisions (seq, event id),
+    by seq. Each has its own: a reward is for the decision it named when it arrived (the
+    newest of its event ID), or for all of them if it came before any."""
+    seqs: dict[str, list[int]] = {}
+    for seq, eid in decisions:
+        seqs.setdefault(eid, []).append(seq)
+
+    def owners(eid: str, named: int | None) -> list[int]:
+        return [s for s in seqs.get(eid, ()) if named is None or named == s]
+
+    rewards: dict[int, list[tuple[float, float, str | None]]] = {}
+    activations: dict[int, list[float]] = {}
+    for ids in chunks(list(seqs)):
+        for eid, named, ts, value, slot in conn.execute(
+            REWARDS_OF.format(marks(len(ids))), (loop, *ids)
+        ):
+            for seq in owners(eid, named):
+                rewards.setdefault(seq, []).append((ts, value, slot))
+        for eid, named, ts in conn.execute(ACTIVATIONS_OF.format(marks(len(ids))), (loop, *ids)):
+            for seq in owners(eid, named):
+                activations.setdefault(seq, []).append(ts)
     return rewards, activations
 
 
@@ -94,7 +136,7 @@ def read_events(
         ).fetchall()
         if not rows:
             return
-        rewards, activations = joined(conn, loop, [r[2] for r in rows])
+        rewards, activations = joined(conn, loop, [(r[0], r[2]) for r in rows])
         for row in rows:
             d = decision(row)
             if row[15]:
@@ -102,8 +144,8 @@ def read_events(
             yield LoggedEvent(
                 decision=d,
                 outcome=orjson.loads(row[14]) if row[14] else None,
-                rewards=rewards.get(d.event_id, []),
-                activations=activations.get(d.event_id, []),
+                rewards=rewards.get(d.seq, []),
+                activations=activations.get(d.seq, []),
             )
         after = (rows[-1][3], rows[-1][0])
 
@@ -115,40 +157,65 @@ class Events(Queries):
     #: one expression each engine writes in its own SQL.
     shown_and_reward = ""
 
-    def append_decision(self, d: Decision) -> Future[Decision | None]:
-        """Log a decision; if its event ID is taken, the future holds the stored one."""
-        row = (
-            d.loop,
-            d.event_id,
-            d.ts,
-            d.close_at,
-            int(d.deferred),
-            d.request_hash,
-            d.example,
-            orjson.dumps(d.action_ids).decode(),
-            orjson.dumps([s.to_json() for s in d.slots]).decode(),
-            d.mode,
-            int(d.multislot),
-            d.response,
-            d.model_version,
-            d.source,
-            int(d.holdout),
-        )
+    def append_decision(self, d: Decision, refuse_reuse: bool = False) -> Future[Decision | None]:
+        """Log a decision, unless one of its event ID has the same request hash (a retry):
+        then the future holds that one. With ``refuse_reuse`` any decision of its event ID
+        stops it (that with the same hash first): the caller refuses a different body."""
+        row = decision_row(d)
 
         def job(conn: Conn) -> Decision | None:
-            added = conn.execute(
-                f"INSERT INTO decisions ({DECISION_COLS}, source, holdout) VALUES "
-                "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (loop, event_id) DO NOTHING "
-                "RETURNING seq",
-                row,
-            ).fetchone()
+            if refuse_reuse:
+                found = conn.execute(
+                    f"SELECT seq, {DECISION_COLS} FROM decisions WHERE loop=? AND event_id=? "
+                    "ORDER BY request_hash=? DESC, seq LIMIT 1",
+                    (d.loop, d.event_id, d.request_hash),
+                ).fetchone()
+                if found is not None:
+                    return decision(found)
+            added = conn.execute(INSERT_DECISION + " RETURNING seq", row).fetchone()
             if added is not None:
                 return None
             found = conn.execute(
-                f"SELECT seq, {DECISION_COLS} FROM decisions WHERE loop=? AND event_id=?",
-                (d.loop, d.event_id),
+                f"SELECT seq, {DECISION_COLS} FROM decisions "
+                "WHERE loop=? AND event_id=? AND request_hash=?",
+                (d.loop, d.event_id, d.request_hash),
             ).fetchone()
             return decision(found)
+
+        return self.submit(job)
+
+    def import_decisions(
+        self, items: Sequence[tuple[Decision, list[tuple[str | None, float]]]]
+    ) -> Future[int]:
+        """Log imported decisions of one loop with their rewards (at the decision's time),
+        in one job; a decision whose event ID is taken (logged already, or earlier in
+        ``items``) is skipped with its rewards. How many were stored."""
+
+        def job(conn: Conn) -> int:
+            if not items:
+                return 0
+            loop = items[0][0].loop
+            taken: set[str] = set()
+            for ids in chunks([d.event_id for d, _ in items]):
+                taken.update(
+                    eid
+                    for (eid,) in conn.execute(
+                        f"SELECT event_id FROM decisions WHERE loop=? AND event_id IN "
+                        f"({marks(len(ids))})",
+                        (loop, *ids),
+                    )
+                )
+            new = []
+            for d, rewards in items:
+                if d.event_id not in taken:
+                    taken.add(d.event_id)
+                    new.append((d, rewards))
+            conn.executemany(INSERT_DECISION, [decision_row(d) for d, _ in new])
+            conn.executemany(
+                "INSERT INTO rewards (loop, event_id, slot, value, ts) VALUES (?,?,?,?,?)",
+                [(d.loop, d.event_id, slot, v, d.ts) for d, rewards in new for slot, v in rewards],
+            )
+            return len(new)
 
         return self.submit(job)
 
@@ -160,21 +227,24 @@ class Events(Queries):
         ts: float,
         early_close: bool,
     ) -> Future[None]:
-        """Log rewards (slot, value); with ``early_close`` (earliest aggregation, single
-        slot) the event closes now: its first reward is final."""
+        """Log rewards (slot, value) for the newest decision of the event ID; with
+        ``early_close`` (earliest aggregation, single slot) it closes now: its first reward
+        is final."""
 
         def job(conn: Conn) -> None:
+            newest = conn.execute(NEWEST, (loop, event_id)).fetchone()[0]
             conn.executemany(
-                "INSERT INTO rewards (loop, event_id, slot, value, ts) VALUES (?,?,?,?,?)",
-                [(loop, event_id, slot, value, ts) for slot, value in rewards],
+                "INSERT INTO rewards (loop, event_id, slot, value, ts, decision) "
+                "VALUES (?,?,?,?,?,?)",
+                [(loop, event_id, slot, value, ts, newest) for slot, value in rewards],
             )
-            if early_close:
+            if early_close and newest is not None:
                 conn.execute(
-                    """UPDATE decisions SET close_at=? WHERE seq=(SELECT seq FROM decisions
-                       WHERE loop=? AND event_id=?) AND learned_in IS NULL AND close_at>?
-                       AND multislot=0 AND (deferred=0
-                       OR EXISTS (SELECT 1 FROM activations a WHERE a.loop=? AND a.event_id=?))""",
-                    (ts, loop, event_id, ts, loop, event_id),
+                    """UPDATE decisions SET close_at=? WHERE seq=? AND learned_in IS NULL
+                       AND close_at>? AND multislot=0 AND (deferred=0
+                       OR EXISTS (SELECT 1 FROM activations a WHERE a.loop=? AND a.event_id=?
+                                  AND (a.decision IS NULL OR a.decision=?)))""",
+                    (ts, newest, ts, loop, event_id, newest),
                 )
 
         return self.submit(job)
@@ -182,19 +252,21 @@ class Events(Queries):
     def append_activation(
         self, loop: str, event_id: str, ts: float, early_close: bool
     ) -> Future[None]:
-        """Log an activation; with ``early_close`` a rewarded event closes now."""
+        """Log an activation of the newest decision of the event ID; with ``early_close``
+        a rewarded decision closes now."""
 
         def job(conn: Conn) -> None:
+            newest = conn.execute(NEWEST, (loop, event_id)).fetchone()[0]
             conn.execute(
-                "INSERT INTO activations (loop, event_id, ts) VALUES (?,?,?)",
-                (loop, event_id, ts),
+                "INSERT INTO activations (loop, event_id, ts, decision) VALUES (?,?,?,?)",
+                (loop, event_id, ts, newest),
             )
-            if early_close:
+            if early_close and newest is not None:
                 conn.execute(
-                    """UPDATE decisions SET close_at=? WHERE seq=(SELECT seq FROM decisions
-                       WHERE loop=? AND event_id=?) AND learned_in IS NULL AND close_at>?
-                       AND EXISTS (SELECT 1 FROM rewards r WHERE r.loop=? AND r.event_id=?)""",
-                    (ts, loop, event_id, ts, loop, event_id),
+                    """UPDATE decisions SET close_at=? WHERE seq=? AND learned_in IS NULL
+                       AND close_at>? AND EXISTS (SELECT 1 FROM rewards r WHERE r.loop=?
+                       AND r.event_id=? AND (r.decision IS NULL OR r.decision=?))""",
+                    (ts, newest, ts, loop, event_id, newest),
                 )
 
         return self.submit(job)
@@ -203,7 +275,8 @@ class Events(Queries):
         row = (
             self.reader()
             .execute(
-                f"SELECT seq, {DECISION_COLS} FROM decisions WHERE loop=? AND event_id=?",
+                f"SELECT seq, {DECISION_COLS} FROM decisions WHERE loop=? AND event_id=? "
+                "ORDER BY seq DESC LIMIT 1",
                 (loop, event_id),
             )
             .fetchone()
@@ -223,7 +296,7 @@ class Events(Queries):
             ).fetchall()
             if not rows:
                 return []
-            rewards, activations = joined(conn, loop, [r[1] for r in rows])
+            rewards, activations = joined(conn, loop, [(r[0], r[1]) for r in rows])
         return [
             ClosedEvent(
                 seq=seq,
@@ -234,8 +307,8 @@ class Events(Queries):
                 slots=[SlotChoice.from_json(s) for s in orjson.loads(slots)],
                 mode=mode,
                 multislot=bool(multislot),
-                rewards=rewards.get(eid, []),
-                activations=activations.get(eid, []),
+                rewards=rewards.get(seq, []),
+                activations=activations.get(seq, []),
                 holdout=bool(holdout),
             )
             for seq, eid, ts, deferred, example, slots, mode, multislot, holdout in rows

@@ -30,11 +30,19 @@ TYPES = {
 class Migration:
     name: str
     statements: tuple[str, ...]
+    #: Statements one engine runs first, where the two cannot share them.
+    engine: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def sql(self, dialect: str) -> list[str]:
         """The statements in an engine's own types."""
-        return [s.format_map(TYPES[dialect]) for s in self.statements]
+        own = [s for d, statements in self.engine if d == dialect for s in statements]
+        return [s.format_map(TYPES[dialect]) for s in (*own, *self.statements)]
 
+
+_DECISION_COLUMNS = (
+    "seq, loop, event_id, ts, close_at, deferred, request_hash, example, action_ids, slots, "
+    "mode, multislot, response, model_version, learned_in, outcome, source, holdout"
+)
 
 MIGRATIONS = [
     Migration(
@@ -133,6 +141,61 @@ MIGRATIONS = [
         (
             "CREATE INDEX IF NOT EXISTS rewards_ts ON rewards (loop, ts)",
             "CREATE INDEX IF NOT EXISTS activations_ts ON activations (loop, ts)",
+        ),
+    ),
+    Migration(
+        "m008_event_id_reuse",
+        # A reused event ID with another body is a decision of its own (Azure accepted it);
+        # a retry (same body) still finds the first. Rewards and activations name the
+        # newest decision of their event ID when they arrive (NULL: none yet).
+        (
+            "CREATE UNIQUE INDEX decisions_event ON decisions (loop, event_id, request_hash)",
+            "ALTER TABLE rewards ADD COLUMN decision {int}",
+            "ALTER TABLE activations ADD COLUMN decision {int}",
+        ),
+        engine=(
+            # SQLite cannot drop a table's UNIQUE: the table is copied without it
+            (
+                "sqlite",
+                (
+                    """CREATE TABLE decisions_m008 (
+                        seq {id},
+                        loop TEXT NOT NULL, event_id TEXT NOT NULL, ts {real} NOT NULL,
+                        close_at {real} NOT NULL, deferred INTEGER NOT NULL,
+                        request_hash TEXT NOT NULL, example TEXT NOT NULL,
+                        action_ids TEXT NOT NULL, slots TEXT NOT NULL, mode TEXT NOT NULL,
+                        multislot INTEGER NOT NULL, response {blob} NOT NULL,
+                        model_version TEXT NOT NULL, learned_in {int}, outcome TEXT,
+                        source TEXT, holdout INTEGER NOT NULL DEFAULT 0)""",
+                    f"INSERT INTO decisions_m008 ({_DECISION_COLUMNS}) "
+                    f"SELECT {_DECISION_COLUMNS} FROM decisions",
+                    # seq is never reused, not even that of a deleted decision
+                    "DELETE FROM sqlite_sequence WHERE name='decisions_m008'",
+                    "INSERT INTO sqlite_sequence (name, seq) SELECT 'decisions_m008', m FROM "
+                    "(SELECT max(seq) AS m FROM (SELECT seq FROM sqlite_sequence "
+                    "WHERE name='decisions' UNION ALL SELECT seq FROM decisions_m008)) "
+                    "WHERE m IS NOT NULL",
+                    "DROP TABLE decisions",
+                    "ALTER TABLE decisions_m008 RENAME TO decisions",
+                    "CREATE INDEX decisions_open ON decisions (loop, close_at) "
+                    "WHERE learned_in IS NULL",
+                    "CREATE INDEX decisions_ts ON decisions (loop, ts)",
+                    "CREATE INDEX decisions_learned ON decisions (loop, learned_in) "
+                    "WHERE learned_in IS NOT NULL",
+                ),
+            ),
+            (
+                "postgresql",
+                (
+                    """DO $$ DECLARE c text; BEGIN
+                         SELECT conname INTO c FROM pg_constraint
+                           WHERE conrelid = 'decisions'::regclass AND contype = 'u';
+                         IF c IS NOT NULL THEN
+                           EXECUTE 'ALTER TABLE decisions DROP CONSTRAINT ' || quote_ident(c);
+                         END IF;
+                       END $$""",
+                ),
+            ),
         ),
     ),
 ]

@@ -21,13 +21,15 @@ BACKLOG_CAP = 1_000_000  # closed, unlearned events counted at most
 REWARDS = """SELECT {bucket}, count(*), sum(CASE WHEN d.seq IS NULL THEN 1 ELSE 0 END),
                   sum(CASE WHEN r.ts > d.ts + ? THEN 1 ELSE 0 END)
            FROM rewards r LEFT JOIN decisions d ON d.loop=r.loop AND d.event_id=r.event_id
+             AND (r.decision IS NULL OR d.seq=r.decision)
            WHERE r.seq>? AND r.seq<=? AND r.loop=? {window}GROUP BY 1"""
 
 #: The newest decisions of a loop's window, each with whether a reward came in time
 #: (``+r.ts``: look the event's rewards up by its id; SQLite would otherwise walk every
 #: earlier reward of the loop).  Parameters: wait, loop, window start, how many.
 SAMPLE = """SELECT ts, slots, mode, multislot, outcome, holdout, EXISTS (SELECT 1 FROM rewards r
-              WHERE r.loop=d.loop AND r.event_id=d.event_id AND +r.ts <= d.ts + ?)
+              WHERE r.loop=d.loop AND r.event_id=d.event_id AND +r.ts <= d.ts + ?
+              AND (r.decision IS NULL OR r.decision=d.seq))
             FROM decisions d WHERE loop=? AND ts>=? ORDER BY ts DESC LIMIT ?"""
 
 
