@@ -271,12 +271,11 @@ def score_event(
     total = sum(pmf)
     logged = [p / total for p in pmf]
     ev = Replayable(0.0, example, len(ids), chosen, logged[chosen], logged, reward)
-    r_hat = reward_model.predict(ev)
+    r_hat = reward_model.predict_then_learn(ev)  # predicted before it is learned
     for t, off in offs.items():
         target = target_pmf(t, len(ids))
         v_hat = sum(a * b for a, b in zip(target, r_hat, strict=True))
         off.add(ev.p_log, reward, target[chosen], r_hat[chosen], v_hat, unsupported(ev, target))
-    reward_model.learn(ev)
 
 
 def evaluability(offs: dict[str, OffPolicy], truth: dict[str, float]) -> dict[str, float]:
