@@ -483,7 +483,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--reward-wait", default="PT1S", help="rewardWaitTime of the server's loop (default PT1S)"
     )
     ap.add_argument(
-        "--plot", type=Path, default=ROOT / "docs" / "img" / "learning.png", help="PNG to write"
+        "--plot",
+        type=lambda s: Path(s) if s else None,
+        default=ROOT / "docs" / "img" / "learning.png",
+        help="PNG to write ('': none)",
     )
     opts = ap.parse_args(argv)
 
