@@ -10,6 +10,9 @@ is learned as the default reward 0, as the server's join does).  Reported per wo
 candidate, mean ± std over seeds: progressive reward (the mean expected reward of the
 chosen actions over all events so far; equal to the CTR in the 0/1 worlds), the reward
 over the last ``WINDOW`` events, and the share of the best candidate's final reward.
+On the worlds of ``EVALUABLE_WORLDS`` each candidate's own logs are also scored for
+evaluability: IPS/SNIPS/DR estimates (with banditloop's diagnostics) of baseline1,
+random and "last action" against the world's truth on the same contexts.
 
 The server appends ``--epsilon <explorationPercentage>`` to every policy
 (``banditloop.policy.with_epsilon``); candidates are listed as served.
@@ -19,7 +22,7 @@ wait ``--reward-wait``) with ``banditloop.simulate.run_http`` and compares it wi
 directly on the same stream (same world seed, same event IDs, hence the same draws from
 the same pmf).
 
-    .venv/bin/python bench/learning.py --quick            # about 2 minutes on 2 cores
+    .venv/bin/python bench/learning.py --quick            # 5 worlds, 9 candidates, 2 seeds
     .venv/bin/python bench/learning.py                    # the full grid, all worlds
     .venv/bin/python bench/learning.py --world news --only squarecb --seeds 20
 """
@@ -268,12 +271,11 @@ def score_event(
     total = sum(pmf)
     logged = [p / total for p in pmf]
     ev = Replayable(0.0, example, len(ids), chosen, logged[chosen], logged, reward)
-    r_hat = reward_model.predict(ev)
+    r_hat = reward_model.predict_then_learn(ev)  # predicted before it is learned
     for t, off in offs.items():
         target = target_pmf(t, len(ids))
         v_hat = sum(a * b for a, b in zip(target, r_hat, strict=True))
         off.add(ev.p_log, reward, target[chosen], r_hat[chosen], v_hat, unsupported(ev, target))
-    reward_model.learn(ev)
 
 
 def evaluability(offs: dict[str, OffPolicy], truth: dict[str, float]) -> dict[str, float]:
@@ -452,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="append",
         default=[],
         metavar="TEXT",
-        help="only candidates whose label contains TEXT",
+        help="only candidates whose label contains TEXT (=TEXT: is TEXT)",
     )
     ap.add_argument(
         "--policy",
@@ -481,7 +483,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--reward-wait", default="PT1S", help="rewardWaitTime of the server's loop (default PT1S)"
     )
     ap.add_argument(
-        "--plot", type=Path, default=ROOT / "docs" / "img" / "learning.png", help="PNG to write"
+        "--plot",
+        type=lambda s: Path(s) if s else None,
+        default=ROOT / "docs" / "img" / "learning.png",
+        help="PNG to write ('': none)",
     )
     opts = ap.parse_args(argv)
 
@@ -498,7 +503,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         candidates = [
             c
             for c in candidates
-            if c[0] == "banditloop default" or any(t in c[0] for t in opts.only)
+            if c[0] == "banditloop default"
+            or any(c[0] == t[1:] if t.startswith("=") else t in c[0] for t in opts.only)
         ]
     refs = [] if opts.no_reference else [(ORACLE, ""), (LINUCB, "")]
     labels = [label for label, _ in candidates + refs]
