@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from banditloop.sampling import merand48, sample_index, seed_for
+from banditloop.sampling import merand48, normalized, sample_index, seed_for
 
 PROPS = settings(max_examples=200, deadline=None)
 U64 = st.integers(min_value=0, max_value=2**64 - 1)
@@ -122,3 +122,28 @@ def test_a_certain_action_is_always_chosen(n: int, k: int, seed: int) -> None:
 def test_no_positive_mass_is_refused() -> None:
     with pytest.raises(ValueError):
         sample_index([0.0, 0.0], 1)
+
+
+@given(
+    st.lists(st.floats(min_value=-1, max_value=1, width=32), min_size=1, max_size=50).filter(
+        lambda p: any(x > 0 for x in p)
+    ),
+    st.integers(min_value=0, max_value=2**64 - 1),
+)
+@settings(max_examples=300, deadline=None)
+def test_a_normalized_pmf_sums_to_one_in_proportion(pmf: list[float], seed: int) -> None:
+    """What Rank answers and logs (VW's float32 pmfs sum to 1 only within 1e-6)."""
+    out = normalized(pmf)
+    assert abs(sum(out) - 1.0) <= 1e-12
+    assert all(q >= 0 for q in out)
+    assert [q > 0 for q in out] == [p > 0 for p in pmf]
+    top = max(range(len(pmf)), key=lambda i: pmf[i])
+    scaled = [abs(q * pmf[top] - max(p, 0) * out[top]) for p, q in zip(pmf, out, strict=True)]
+    assert max(scaled) <= 1e-12
+    assert out[sample_index(out, seed)] > 0
+
+
+def test_an_untrained_two_action_rank_sums_to_one() -> None:
+    """The issue's case: 0.4999997913837433 twice."""
+    half = 0.4999997913837433
+    assert sum(normalized([half, half])) == 1.0

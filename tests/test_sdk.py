@@ -35,7 +35,7 @@ def test_azure_ai_personalizer(server: Server) -> None:
         assert set(full) == {"ranking", "eventId", "rewardActionId"}
         assert full["eventId"] == "sdk-1"
         assert full["rewardActionId"] in {"a", "b", "c"}
-        assert sum(_pmf(full["ranking"]).values()) == pytest.approx(1.0)
+        assert abs(sum(_pmf(full["ranking"]).values()) - 1.0) <= 1e-12  # normalized, as Azure
         client.reward("sdk-1", {"value": 1.0})
         client.activate("sdk-1")
 

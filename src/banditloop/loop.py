@@ -33,7 +33,7 @@ from .logimport import ImportSummary
 from .policy import Policy, check_arguments, with_epsilon
 from .ranking import SlotInput, plan, plan_multislot, ranking
 from .recovery import load_policy
-from .sampling import sample_index, seed_for
+from .sampling import normalized, sample_index, seed_for
 from .store import SqlStore
 from .store.base import Decision, LoggedEvent, LoopRecord, SlotChoice
 from .tracked import EventLog
@@ -233,6 +233,7 @@ class Loop:
             self.counters["model_failure"] += 1
             log.exception("loop %s: the model failed; answering in the upstream order", self.name)
             pmf = [1.0] + [0.0] * (n - 1)
+        pmf = normalized(pmf)
         chosen = sample_index(pmf, seed_for(event_id, self.settings.app_id))
         holdout = mode == "Online" and self._holdout(event_id)
         # the baseline (first non-excluded action) unless Online and not held out
@@ -287,6 +288,7 @@ class Loop:
                 pmf = policy.floor([scores.get(i, 0.0) for i in allowed])
             else:
                 pmf = [1.0] * len(allowed)
+            pmf = normalized(pmf)
             baseline = allowed.index(slot.baseline) if slot.baseline in allowed else None
             if not allowed:
                 choices.append(SlotChoice(slot.id, [], [], -1, -1, None))

@@ -31,6 +31,14 @@ def merand48(seed: int) -> float:
     return float(struct.unpack("<f", struct.pack("<I", bits))[0]) - 1.0
 
 
+def normalized(pmf: Sequence[float]) -> list[float]:
+    """The pmf scaled to sum to 1 within float precision (negative entries as 0), as
+    Azure answers and logs it: VW's own sums to 1 only within its 32-bit floats."""
+    clean = [p if p > 0 else 0.0 for p in pmf]
+    total = sum(clean)
+    return [p / total for p in clean] if total > 0 else clean
+
+
 def sample_index(pmf: Sequence[float], seed: int) -> int:
     """Index drawn from ``pmf`` (negative entries count as 0) with the given seed."""
     total = sum(p for p in pmf if p > 0)
