@@ -96,8 +96,9 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[str]
         pg_url = request.getfixturevalue("pg_url")
         POSTGRES[data] = pg_url
         extra = (f"BANDITLOOP_STORE={pg_url}",)
-    srv = Server(data, free_port(), extra=extra).start()
+    srv = Server(data, free_port(), extra=extra)
     try:
+        srv.start()  # a server that does not start is stopped below all the same
         yield ["--url", srv.url]
     finally:
         srv.stop()
