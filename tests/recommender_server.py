@@ -24,6 +24,7 @@ class Recommender:
     items: list[dict[str, Any]]
     mode: str = "ok"
     requests: list[tuple[str, str, bytes]] = field(default_factory=list)  # method, path, body
+    headers: list[dict[str, str]] = field(default_factory=list)  # of each request
 
 
 def _handler(rec: Recommender) -> type[BaseHTTPRequestHandler]:
@@ -42,6 +43,7 @@ def _handler(rec: Recommender) -> type[BaseHTTPRequestHandler]:
         def _serve(self, method: str) -> None:
             n = int(self.headers.get("Content-Length") or 0)
             rec.requests.append((method, self.path, self.rfile.read(n) if n else b""))
+            rec.headers.append({k.lower(): v for k, v in self.headers.items()})
             mode = rec.mode
             good = json.dumps({"items": rec.items}).encode()
             if mode == "slow":

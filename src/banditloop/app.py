@@ -33,6 +33,7 @@ from .recommendations.service import Recommendations
 from .rerank import Reranker
 from .service import open_service
 from .store import is_postgres
+from .tracing import instrument_app, instrument_client, tracer_provider
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ def create_app(settings: Settings, worker: bool = False) -> FastAPI:
         )
         registry = service.registry
         app.state.reranker = reranker = Reranker()  # recommender calls (docs/reranking.md)
+        if provider is not None:
+            instrument_client(reranker.http, provider)
         models = Models(lambda: registry.loops, settings.tracking_poll_seconds)
         app.state.recommendations = Recommendations(models, reranker)  # recommendations.md
         try:
@@ -98,6 +101,8 @@ def create_app(settings: Settings, worker: bool = False) -> FastAPI:
             gc.unfreeze()  # what start-up made may be garbage now (tests start many apps)
             await reranker.aclose()
             service.close()
+            if provider is not None:
+                provider.shutdown()  # exports the last spans
 
     app = FastAPI(
         title="banditloop",
@@ -119,6 +124,9 @@ def create_app(settings: Settings, worker: bool = False) -> FastAPI:
         rate_limit_burst=settings.rate_limit_burst,
     )
     app.add_middleware(ObservabilityMiddleware, settings=settings)
+    provider = tracer_provider(settings)  # None unless otel_exporter is set (tracing.py)
+    if provider is not None:
+        instrument_app(app, provider)
     app.state.dashboards = Dashboards(settings.dashboard_events)
 
     @app.get("/healthz", tags=["operations"])

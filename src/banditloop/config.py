@@ -114,6 +114,11 @@ class Settings(BaseSettings):
         False,
         description="Allow feature values in logs: access log lines then carry request bodies.",
     )
+    otel_exporter: Literal["none", "otlp", "console"] = Field(
+        "none",
+        description="OpenTelemetry spans of requests and recommender calls: none (off), "
+        "otlp (to OTEL_EXPORTER_OTLP_ENDPOINT) or console; needs banditloop[tracing].",
+    )
     dashboard_events: int = Field(
         10_000, gt=0, description="Latest events the dashboard's estimates are computed on."
     )

@@ -7,7 +7,8 @@ the request runs.  The middleware also counts the request and times it per
 endpoint template (``/personalizer/v1.0/rank``, not the raw path) and status,
 and, when ``access_log`` is on, writes one access line per request.  Feature
 values are logged only with ``log_features`` on (then the access line carries
-the request body).
+the request body).  A W3C ``traceparent`` (and ``tracestate``) is kept for the
+request's calls to the loop's recommender (``trace_context``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import orjson
 
 from .config import Settings
 from .metrics import REQUEST_METRICS, observe_request
+from .tracing import trace_context
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -34,6 +36,12 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 REQUEST_ID_HEADER = b"x-request-id"
+TRACEPARENT = b"traceparent"
+TRACESTATE = b"tracestate"
+#: W3C trace context: version-traceid-parentid-flags, ids not all zero.
+_VALID_TRACEPARENT = re.compile(
+    rb"^[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$"
+)
 MAX_LOGGED_BODY = 4096
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,128}$")
 _PREFIX = os.urandom(6).hex()
@@ -73,6 +81,17 @@ def _template(scope: Scope) -> str:
     return label
 
 
+def _trace(headers: list[tuple[bytes, bytes]], parent: bytes) -> dict[str, str] | None:
+    """The trace context to pass on: a valid ``traceparent`` and its ``tracestate``."""
+    if not _VALID_TRACEPARENT.match(parent):
+        return None
+    out = {"traceparent": parent.decode()}
+    for name, value in headers:
+        if name == TRACESTATE and len(value) <= 512 and value.isascii():
+            out["tracestate"] = value.decode()
+    return out
+
+
 def _flushing(send: Send) -> Send:
     async def send_and_flush(message: Message) -> None:
         if message["type"].startswith("lifespan.shutdown"):
@@ -98,14 +117,17 @@ class ObservabilityMiddleware:
             return
         start = time.perf_counter()
         rid = None
+        traced = None
         for name, value in scope["headers"]:
             if name == REQUEST_ID_HEADER:
                 if _VALID_ID.match(value):
                     rid = value.decode()
-                break
+            elif name == TRACEPARENT:
+                traced = _trace(scope["headers"], value)
         if rid is None:
             rid = new_request_id()
         token = request_id.set(rid)
+        trace_token = None if traced is None else trace_context.set(traced)
         header = (REQUEST_ID_HEADER, rid.encode())
         status = 500
         body: list[bytes] | None = [] if self.log_bodies else None
@@ -150,6 +172,8 @@ class ObservabilityMiddleware:
                     extra=extra,
                 )
             request_id.reset(token)
+            if trace_token is not None:
+                trace_context.reset(trace_token)
 
 
 # -- logging ---------------------------------------------------------------------

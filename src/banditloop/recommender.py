@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .errors import BadRequest, FeatureError, RecommenderFailure
 from .featurize import check_text, clean_features
 from .ids import DOT_SEGMENTS
+from .tracing import trace_context
 
 CODE = "InvalidRankRequest"
 MAX_ANSWER_BYTES = 4 << 20
@@ -190,7 +191,9 @@ async def fetch(
     body = bytearray()
     try:
         async with asyncio.timeout(cfg.timeoutSeconds):
-            kw: dict[str, Any] = {"headers": cfg.headers, "timeout": cfg.timeoutSeconds}
+            trace = trace_context.get()  # the caller's W3C trace context, passed on
+            headers = {**cfg.headers, **trace} if trace else cfg.headers
+            kw: dict[str, Any] = {"headers": headers, "timeout": cfg.timeoutSeconds}
             if cfg.method == "POST":
                 kw["json"] = params
             async with http.stream(cfg.method, url, **kw) as r:
