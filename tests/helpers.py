@@ -29,6 +29,9 @@ BASES: list[tuple[str, str]] = [
 BASE_IDS = ["v1.0", "v1.1-preview.1", "v1.1-preview.2", "v1.1-preview.3", "2022-09", "loops"]
 
 V1 = "/personalizer/v1.0"
+#: Every HTTP call of a test may wait this long: a hang detector, not a speed test (a
+#: busy CI machine takes seconds for what takes milliseconds here).
+TIMEOUT = 120.0
 #: A labelled cb_explore_adf example in VW's JSON, as the trainer feeds it.
 EXAMPLE = (
     '{"_label_cost":-1,"_label_probability":0.5,"_label_Action":1,"_labelIndex":0,'
@@ -100,6 +103,7 @@ def create_loop(server_url: str, prefix: str, policy: str, **configuration: Any)
     r = httpx.put(
         f"{server_url}/loops/{name}",
         json={"policy": policy, "configuration": {"rewardWaitTime": "PT1S", **configuration}},
+        timeout=TIMEOUT,
     )
     assert r.status_code == 201, r.text
     return name

@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 
 from banditloop.cli import main
 from conftest import Server
-from helpers import actions, query, scalar
+from helpers import TIMEOUT, actions, query, scalar
 
 #: One xdist worker runs this module: its tests share a module-scoped fixture.
 pytestmark = pytest.mark.xdist_group("cli_admin")
@@ -57,6 +57,7 @@ def _rank(srv: Server, ctx: list[dict[str, Any]], event_id: str, loop: str = "")
         f"{srv.url}{prefix}{V1}/rank",
         json={**RANK, "contextFeatures": ctx, "eventId": event_id},
         headers={"Ocp-Apim-Subscription-Key": ADMIN_KEY},
+        timeout=TIMEOUT,
     )
     assert r.status_code == 201, r.text
 
@@ -204,7 +205,9 @@ def test_offline_refused_while_a_server_runs(srv: Server) -> None:
         assert "in use" in result.output, result.output
         assert "--url" in result.output
     r = httpx.get(
-        srv.url + V1 + "/configurations/service", headers={"Ocp-Apim-Subscription-Key": ADMIN_KEY}
+        srv.url + V1 + "/configurations/service",
+        headers={"Ocp-Apim-Subscription-Key": ADMIN_KEY},
+        timeout=TIMEOUT,
     )
     assert r.json()["explorationPercentage"] != 0.1
 
@@ -225,7 +228,9 @@ def test_url_config(srv: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     changed = out_json(run("config", "set", *url, "explorationPercentage=0.4"))
     assert changed["explorationPercentage"] == 0.4
     r = httpx.get(
-        srv.url + V1 + "/configurations/service", headers={"Ocp-Apim-Subscription-Key": ADMIN_KEY}
+        srv.url + V1 + "/configurations/service",
+        headers={"Ocp-Apim-Subscription-Key": ADMIN_KEY},
+        timeout=TIMEOUT,
     )
     assert r.json()["explorationPercentage"] == 0.4
 

@@ -23,6 +23,7 @@ from banditloop.ranking import plan
 from banditloop.store.base import Decision, SlotChoice
 from banditloop.store.sqlite import SqliteStore
 from conftest import Server
+from helpers import TIMEOUT
 
 CHROMIUM = os.environ.get("BANDITLOOP_CHROMIUM", "/usr/bin/chromium")
 DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img" / "dashboard.png"
@@ -151,7 +152,9 @@ def test_dashboard_renders_charts_with_data_in_chromium(
     base = busy_server.url
     live_traffic(base, 150)
     run_jobs(base)
-    with httpx.Client(base_url=base) as c:  # the trainer has caught up with the history
+    with httpx.Client(
+        base_url=base, timeout=TIMEOUT
+    ) as c:  # the trainer has caught up with the history
         deadline = time.monotonic() + 30
         while c.get("/dashboard/data").json()["trainer"]["eventsLearned"] < 2400:
             assert time.monotonic() < deadline, "the trainer did not learn the history"

@@ -30,7 +30,7 @@ from banditloop.config import Settings
 from banditloop.policy import with_epsilon
 from banditloop.worlds import NewsWorld, rank_body
 from conftest import Server
-from helpers import V1, poll, query, scalar
+from helpers import TIMEOUT, V1, poll, query, scalar
 
 #: One xdist worker runs this module: its tests share a module-scoped fixture.
 pytestmark = pytest.mark.xdist_group("dsjson")
@@ -255,7 +255,7 @@ def test_model_trained_on_the_export_equals_the_servers(traffic: Traffic, tmp_pa
     """The trainer learns in close order; every reward here was sent at once with the
     earliest aggregation (the event closes at its first reward) and the unrewarded events
     come last, so close order is rank order, which is the export's order."""
-    policy = httpx.get(traffic.server.url + V1 + "/configurations/policy").json()
+    policy = httpx.get(traffic.server.url + V1 + "/configurations/policy", timeout=TIMEOUT).json()
     assert policy["arguments"] == POLICY
     args = with_epsilon(POLICY, 0.2)  # what the loop runs: explorationPercentage 0.2
     server_model = httpx.get(traffic.server.url + V1 + "/model", timeout=30).content
@@ -312,6 +312,7 @@ def test_cli_export_offline_while_the_server_runs(traffic: Traffic, tmp_path: Pa
             "startTime": stamps[100],
             "endTime": stamps[200],
         },
+        timeout=TIMEOUT,
     )
     assert r.status_code == 200 and r.content.splitlines() == traffic.lines[100:200]
 
@@ -397,6 +398,7 @@ def test_multislot_lines_parse_as_ccb(traffic: Traffic) -> None:
             "policy": CCB,
             "configuration": {"rewardWaitTime": "PT1S", "explorationPercentage": 0.2},
         },
+        timeout=TIMEOUT,
     )
     assert r.status_code == 201, r.text
     base = f"{srv.url}/loops/slots{V1}"
@@ -472,7 +474,7 @@ def test_export_memory_stays_flat(traffic: Traffic, tmp_path: Path) -> None:
     (20 MB)."""
     srv = traffic.server
     assert srv.proc is not None
-    r = httpx.put(f"{srv.url}/loops/big", json={"policy": POLICY})
+    r = httpx.put(f"{srv.url}/loops/big", json={"policy": POLICY}, timeout=TIMEOUT)
     assert r.status_code == 201, r.text
     n = 20_000
     with closing(sqlite3.connect(srv.data_dir / "banditloop.db", timeout=30)) as conn:

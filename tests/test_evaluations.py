@@ -34,7 +34,7 @@ from banditloop.ranking import plan
 from banditloop.simulate import run_http
 from banditloop.worlds import Interaction, NewsWorld
 from conftest import Server
-from helpers import V1, poll, query, scalar
+from helpers import TIMEOUT, V1, poll, query, scalar
 
 #: One xdist worker runs this module: its tests share a module-scoped fixture.
 pytestmark = pytest.mark.xdist_group("evaluations")
@@ -83,7 +83,7 @@ class TaggedWorld(NewsWorld):
 def _loop(srv: Server, name: str, policy: str) -> str:
     configuration = {"rewardWaitTime": "PT1S", "explorationPercentage": 0.2}
     spec = {"configuration": configuration, "policy": policy}
-    assert httpx.put(f"{srv.url}/loops/{name}", json=spec).status_code == 201
+    assert httpx.put(f"{srv.url}/loops/{name}", json=spec, timeout=TIMEOUT).status_code == 201
     return f"{srv.url}/loops/{name}"
 
 

@@ -21,6 +21,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from conftest import Server
+from helpers import TIMEOUT
 
 #: One xdist worker runs this module: its tests share a module-scoped fixture.
 pytestmark = pytest.mark.xdist_group("fuzz")
@@ -53,7 +54,7 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def test_the_document_covers_all_base_paths(fuzz_server: Server) -> None:
-    paths = httpx.get(f"{fuzz_server.url}/openapi.json").json()["paths"]
+    paths = httpx.get(f"{fuzz_server.url}/openapi.json", timeout=TIMEOUT).json()["paths"]
     for base in (
         "/personalizer/v1.0/",
         "/personalizer/v1.1-preview.1/",
@@ -65,7 +66,7 @@ def test_the_document_covers_all_base_paths(fuzz_server: Server) -> None:
 
 def test_the_document_is_valid_openapi(fuzz_server: Server) -> None:
     """What client generators need: every path parameter is declared, and so on."""
-    doc = httpx.get(f"{fuzz_server.url}/openapi.json").json()
+    doc = httpx.get(f"{fuzz_server.url}/openapi.json", timeout=TIMEOUT).json()
     validate(doc)  # raises on the first error
     named = [op for p, ops in doc["paths"].items() if p.startswith("/loops/{loop}/") for op in ops]
     assert len(named) > 100
@@ -107,5 +108,6 @@ def test_every_operation_answers_as_documented(fuzz_server: Server, tmp_path: Pa
     info = httpx.get(
         f"{fuzz_server.url}/loops/{LOOP}/personalizer/v1.0/configurations/service",
         headers={"Ocp-Apim-Subscription-Key": ADMIN_KEY},
+        timeout=TIMEOUT,
     )
     assert info.status_code == 200, info.text

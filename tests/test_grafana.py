@@ -14,7 +14,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import V1, Server
-from helpers import actions
+from helpers import TIMEOUT, actions
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 DASHBOARD = CONFIGS / "grafana" / "banditloop.json"
@@ -75,7 +75,7 @@ def test_every_series_the_dashboard_queries_is_exported(server: Server) -> None:
     } <= wanted
     wanted |= set().union(*(metric_names(e) for e in alert_queries())) - {"up"}
 
-    with httpx.Client(base_url=server.url + V1) as http:
+    with httpx.Client(base_url=server.url + V1, timeout=TIMEOUT) as http:
         for i in range(3):
             r = http.post("/rank", json={"eventId": f"e{i}", "actions": actions("a", "b")})
             assert r.status_code == 201, r.text
@@ -85,7 +85,7 @@ def test_every_series_the_dashboard_queries_is_exported(server: Server) -> None:
         octets = {"content-type": "application/octet-stream"}
         put = http.put("/model", content=model, headers=octets)
         assert put.status_code == 204, put.text  # a saved model: its timestamp is a series
-    text = httpx.get(server.url + "/metrics").text
+    text = httpx.get(server.url + "/metrics", timeout=TIMEOUT).text
 
     missing = wanted - exported(text)
     assert not missing, f"queried by the dashboard, not in /metrics: {sorted(missing)}"

@@ -14,7 +14,7 @@ from banditloop.cli import main
 from banditloop.items import read_items
 from banditloop.store.sqlite import SqliteStore
 from conftest import Server
-from helpers import V1, db_path, query
+from helpers import TIMEOUT, V1, db_path, query
 
 ITEMS = V1 + "/items"
 
@@ -123,7 +123,7 @@ def test_cli_import_on_a_data_directory(tmp_path: Path) -> None:
 def test_cli_import_against_a_server(server: Server, tmp_path: Path) -> None:
     import httpx
 
-    assert httpx.put(server.url + "/loops/shop", json={}).status_code == 201
+    assert httpx.put(server.url + "/loops/shop", json={}, timeout=TIMEOUT).status_code == 201
     lines = tmp_path / "items.jsonl"
     lines.write_text(
         "\n".join(json.dumps({"id": f"i{n}", "features": [{"n": n}]}) for n in range(5))
@@ -132,7 +132,7 @@ def test_cli_import_against_a_server(server: Server, tmp_path: Path) -> None:
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     assert "imported 5 items" in r.output
-    got = httpx.get(server.url + "/loops/shop" + ITEMS + "/i3").json()
+    got = httpx.get(server.url + "/loops/shop" + ITEMS + "/i3", timeout=TIMEOUT).json()
     assert got == {"id": "i3", "features": [{"n": 3}], "available": True}
 
 

@@ -21,7 +21,7 @@ from banditloop.featurize import FeatureLimits, count_features
 from banditloop.limits import TokenBuckets
 from banditloop.store import SqliteStore
 from conftest import Server
-from helpers import V1, actions
+from helpers import TIMEOUT, V1, actions
 
 
 def make_client(tmp_path: Path, **kw: Any) -> TestClient:
@@ -245,9 +245,11 @@ def test_overload_sheds_with_retry_after_and_recovers(tmp_path: Path) -> None:
                 assert int(r.headers["retry-after"]) >= 1
         assert counts[429] <= 150 - 40 + 5  # only the hot key is limited, after its burst
         # the server still answers, at once
-        r = httpx.post(f"{server.url}{V1}/rank", json={"actions": actions("a", "b")})
+        r = httpx.post(
+            f"{server.url}{V1}/rank", json={"actions": actions("a", "b")}, timeout=TIMEOUT
+        )
         assert r.status_code == 201, r.text
-        metrics = httpx.get(f"{server.url}/metrics").text
+        metrics = httpx.get(f"{server.url}/metrics", timeout=TIMEOUT).text
         assert 'status="503"' in metrics
         shed = f'banditloop_requests_shed_total{{reason="overloaded"}} {float(counts[503])}'
         limited = f'banditloop_requests_shed_total{{reason="rate_limited"}} {float(counts[429])}'

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from banditloop.cli import main
 from banditloop.dsjson import timestamp
 from conftest import Server, free_port
-from helpers import POSTGRES, V1, query, scalar
+from helpers import POSTGRES, TIMEOUT, V1, query, scalar
 
 T0 = 1_704_067_200.0  # 2024-01-01T00:00:00Z
 
@@ -155,7 +155,9 @@ def test_the_import_endpoint_checks_the_whole_upload(server: Server) -> None:
     body = b"".join(orjson.dumps(x) + b"\n" for x in lines)
     bad = body + b"not json\n" + orjson.dumps({**lines[0], "a": [1, 1, 2]}) + b"\n"
     for prefix, query_string in ((V1, ""), ("/personalizer", "?api-version=2022-09-01-preview")):
-        r = httpx.post(f"{server.url}{prefix}/logs/import{query_string}", content=bad)
+        r = httpx.post(
+            f"{server.url}{prefix}/logs/import{query_string}", content=bad, timeout=TIMEOUT
+        )
         assert r.status_code == 400, r.text
         err = r.json()["error"]
         assert err["code"] == "InvalidImportLine"
@@ -163,10 +165,14 @@ def test_the_import_endpoint_checks_the_whole_upload(server: Server) -> None:
         assert err["message"].startswith("line 31: Not a JSON line")
         assert scalar(server.data_dir, "SELECT count(*) FROM decisions") == 0
     r = httpx.post(
-        f"{server.url}/loops/default{V1}/logs/import?learn=false", content=gzip.compress(body)
+        f"{server.url}/loops/default{V1}/logs/import?learn=false",
+        content=gzip.compress(body),
+        timeout=TIMEOUT,
     )
     assert r.status_code == 200, r.text
     assert r.json() == {"lines": 30, "events": 30, "duplicates": 0, "multiSlotLines": 0}
     modes = query(server.data_dir, "SELECT DISTINCT mode FROM decisions")
     assert modes == [("Imported",)]
-    assert json.loads(httpx.get(f"{server.url}{V1}/logs/properties").text)["dateRange"]["from"]
+    assert json.loads(httpx.get(f"{server.url}{V1}/logs/properties", timeout=TIMEOUT).text)[
+        "dateRange"
+    ]["from"]

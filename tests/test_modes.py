@@ -13,7 +13,7 @@ import pytest
 
 from banditloop.sampling import sample_index, seed_for
 from conftest import Server
-from helpers import V1, create_loop, pmf_of, poll, query
+from helpers import TIMEOUT, V1, create_loop, pmf_of, poll, query
 
 #: One xdist worker runs this module: its tests share a module-scoped fixture.
 pytestmark = pytest.mark.xdist_group("modes")
@@ -41,8 +41,10 @@ def loop_name(base: str) -> str:
 
 def set_mode(base: str, mode: str) -> dict[str, Any]:
     """PUT the configuration with only learningMode changed, as the original required."""
-    config = httpx.get(base + "/configurations/service").json()
-    r = httpx.put(base + "/configurations/service", json={**config, "learningMode": mode})
+    config = httpx.get(base + "/configurations/service", timeout=TIMEOUT).json()
+    r = httpx.put(
+        base + "/configurations/service", json={**config, "learningMode": mode}, timeout=TIMEOUT
+    )
     assert r.status_code == 200, r.text
     assert r.json()["learningMode"] == mode
     return dict(r.json())
@@ -78,13 +80,18 @@ def all_learned(srv: Server, base: str, n: int) -> list[dict[str, Any]]:
 
 
 def rank(base: str, body: dict[str, Any]) -> dict[str, Any]:
-    r = httpx.post(base + "/rank", json=body)
+    r = httpx.post(base + "/rank", json=body, timeout=TIMEOUT)
     assert r.status_code == 201, r.text
     return dict(r.json())
 
 
 def reward(base: str, event_id: str, value: float) -> None:
-    assert httpx.post(f"{base}/events/{event_id}/reward", json={"value": value}).status_code == 204
+    assert (
+        httpx.post(
+            f"{base}/events/{event_id}/reward", json={"value": value}, timeout=TIMEOUT
+        ).status_code
+        == 204
+    )
 
 
 # -- Apprentice ------------------------------------------------------------------------
@@ -93,7 +100,12 @@ def reward(base: str, event_id: str, value: float) -> None:
 def test_apprentice_returns_the_baseline_and_reports_imitation(srv: Server) -> None:
     # Generous exploration, so that the model's own draws often differ from the baseline.
     base = new_loop(srv, explorationPercentage=0.6)
-    assert httpx.get(base + "/configurations/service").json()["latestApprenticeModeMetrics"] is None
+    assert (
+        httpx.get(base + "/configurations/service", timeout=TIMEOUT).json()[
+            "latestApprenticeModeMetrics"
+        ]
+        is None
+    )
     config = set_mode(base, "Apprentice")
     metrics = config["latestApprenticeModeMetrics"]
     assert metrics["startTime"]
@@ -140,7 +152,9 @@ def test_apprentice_returns_the_baseline_and_reports_imitation(srv: Server) -> N
     assert 0 < imitated < n  # the stream has both kinds of event
 
     def reported() -> dict[str, Any]:
-        m = httpx.get(base + "/configurations/service").json()["latestApprenticeModeMetrics"]
+        m = httpx.get(base + "/configurations/service", timeout=TIMEOUT).json()[
+            "latestApprenticeModeMetrics"
+        ]
         return dict(m) if m["numberOfEvents"] == n else {}
 
     metrics = poll(reported, timeout=10)
@@ -178,12 +192,12 @@ def test_apprentice_multislot_returns_each_baseline(srv: Server) -> None:
     n = 12
     for i in range(n):
         body = {"actions": ACTIONS, "slots": slots, "eventId": f"ms-{i}"}
-        r = httpx.post(base + "/multislot/rank", json=body)
+        r = httpx.post(base + "/multislot/rank", json=body, timeout=TIMEOUT)
         assert r.status_code == 201, r.text
         assert [s["rewardActionId"] for s in r.json()["slots"]] == ["c", "a", "b"]
         reward_body = {"reward": [{"slotId": "top", "value": 1.0}]}
         url = f"{base}/multislot/events/ms-{i}/reward"
-        assert httpx.post(url, json=reward_body).status_code == 204
+        assert httpx.post(url, json=reward_body, timeout=TIMEOUT).status_code == 204
 
     logged = all_learned(srv, base, n)
     draws_differ = False
@@ -198,7 +212,9 @@ def test_apprentice_multislot_returns_each_baseline(srv: Server) -> None:
         assert row["outcome"]["t"] == expected
     assert draws_differ
 
-    m = httpx.get(base + "/configurations/service").json()["latestApprenticeModeMetrics"]
+    m = httpx.get(base + "/configurations/service", timeout=TIMEOUT).json()[
+        "latestApprenticeModeMetrics"
+    ]
     assert m["numberOfEvents"] == 3 * n  # counted once per slot
     assert m["sumOfRewards"] == pytest.approx(n)
 
@@ -211,7 +227,7 @@ def test_apprentice_multislot_logs_what_was_shown(srv: Server) -> None:
     slots = [{"id": "first", "baselineAction": "a"}, {"id": "second", "baselineAction": "b"}]
     for i in range(30):
         body = {"actions": ACTIONS, "slots": slots, "eventId": f"shown-{i}"}
-        r = httpx.post(base + "/multislot/rank", json=body)
+        r = httpx.post(base + "/multislot/rank", json=body, timeout=TIMEOUT)
         assert r.status_code == 201
         answer = [s["rewardActionId"] for s in r.json()["slots"]]
         assert answer == ["a", "b"]
@@ -250,7 +266,7 @@ def test_logging_only_shows_and_logs_the_baseline_and_learns_nothing(srv: Server
         assert row["outcome"] == {"r": [1.0], "t": None}  # reward kept, nothing trained
 
     # The logs are still there, rewards included.
-    props = httpx.get(base + "/logs/properties").json()
+    props = httpx.get(base + "/logs/properties", timeout=TIMEOUT).json()
     assert props["dateRange"]["from"] and props["dateRange"]["to"]
     (count,) = query(srv.data_dir, "SELECT count(*) FROM rewards WHERE loop=?", (loop_name(base),))[
         0
@@ -269,7 +285,9 @@ def test_logging_only_multislot_returns_the_baselines(srv: Server) -> None:
     base = new_loop(srv, policy=CCB)
     set_mode(base, "LoggingOnly")
     slots = [{"id": "x", "baselineAction": "b"}, {"id": "y", "baselineAction": "c"}]
-    r = httpx.post(base + "/multislot/rank", json={"actions": ACTIONS, "slots": slots})
+    r = httpx.post(
+        base + "/multislot/rank", json={"actions": ACTIONS, "slots": slots}, timeout=TIMEOUT
+    )
     assert r.status_code == 201
     assert [s["rewardActionId"] for s in r.json()["slots"]] == ["b", "c"]
     (row,) = rows(srv, base)

@@ -22,7 +22,7 @@ from banditloop.join import training_example
 from banditloop.sampling import sample_index, seed_for
 from banditloop.store.base import ClosedEvent, SlotChoice
 from conftest import Server
-from helpers import create_loop, poll, query
+from helpers import TIMEOUT, create_loop, poll, query
 
 #: One xdist worker runs this module: its tests share a module-scoped fixture.
 pytestmark = pytest.mark.xdist_group("multislot")
@@ -180,7 +180,9 @@ def test_multislot_on_a_cb_loop_is_refused(srv: Server) -> None:
     assert info.value.error.code == "InvalidMultiSlotApiAccess"
 
     r = httpx.post(
-        api(endpoint) + "/multislot/rank", json={"actions": SDK_ACTIONS, "slots": SDK_SLOTS}
+        api(endpoint) + "/multislot/rank",
+        json={"actions": SDK_ACTIONS, "slots": SDK_SLOTS},
+        timeout=TIMEOUT,
     )
     assert r.status_code == 400
     assert r.headers["x-ms-error-code"] == "InvalidMultiSlotApiAccess"
@@ -237,7 +239,11 @@ BASELINE_RULE = (
     ],
 )
 def test_validation_errors(quiet_loop: str, slots: list[dict[str, Any]], message: str) -> None:
-    r = httpx.post(api(quiet_loop) + "/multislot/rank", json={"actions": ACTIONS3, "slots": slots})
+    r = httpx.post(
+        api(quiet_loop) + "/multislot/rank",
+        json={"actions": ACTIONS3, "slots": slots},
+        timeout=TIMEOUT,
+    )
     assert r.status_code == 400, r.text
     assert r.headers["content-type"].startswith("application/json")
     assert r.headers["x-ms-error-code"] == "InvalidRankRequest"
@@ -337,8 +343,8 @@ def test_slots_distinct_allowed_and_deterministic(
 def test_same_event_id_is_an_idempotent_retry(srv: Server, quiet_loop: str) -> None:
     endpoint = quiet_loop
     body = {"actions": ACTIONS3, "slots": [{"id": "s", "baselineAction": "a"}], "eventId": "again"}
-    first = httpx.post(api(endpoint) + "/multislot/rank", json=body)
-    retry = httpx.post(api(endpoint) + "/multislot/rank", json=body)
+    first = httpx.post(api(endpoint) + "/multislot/rank", json=body, timeout=TIMEOUT)
+    retry = httpx.post(api(endpoint) + "/multislot/rank", json=body, timeout=TIMEOUT)
     assert first.status_code == retry.status_code == 201
     assert first.json() == retry.json()
     rows = query(
@@ -348,7 +354,10 @@ def test_same_event_id_is_an_idempotent_retry(srv: Server, quiet_loop: str) -> N
     )
     assert rows == [(1,)]
     other = {**body, "slots": [{"id": "s", "baselineAction": "b"}]}  # a reuse: a new decision
-    assert httpx.post(api(endpoint) + "/multislot/rank", json=other).status_code == 201
+    assert (
+        httpx.post(api(endpoint) + "/multislot/rank", json=other, timeout=TIMEOUT).status_code
+        == 201
+    )
     rows = query(
         srv.data_dir,
         "SELECT count(*) FROM decisions WHERE loop=? AND event_id='again'",
@@ -364,7 +373,9 @@ def test_single_slot_rank_on_a_ccb_loop_shares_the_model(srv: Server) -> None:
     endpoint = new_loop(srv)
     context = [{"user": {"segment": "runner"}}]
     probe = {"contextFeatures": context, "actions": ACTIONS3, "deferActivation": True}
-    before = httpx.post(api(endpoint) + "/rank", json={**probe, "eventId": "probe-before"})
+    before = httpx.post(
+        api(endpoint) + "/rank", json={**probe, "eventId": "probe-before"}, timeout=TIMEOUT
+    )
     assert before.status_code == 201, before.text
     pmf_before = {r["id"]: r["probability"] for r in before.json()["ranking"]}
     assert pmf_before == pytest.approx({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3})
@@ -378,12 +389,14 @@ def test_single_slot_rank_on_a_ccb_loop_shares_the_model(srv: Server) -> None:
             "slots": [{"id": "only", "baselineAction": "a"}],
             "eventId": f"teach-{i}",
         }
-        r = httpx.post(api(endpoint) + "/multislot/rank", json=body)
+        r = httpx.post(api(endpoint) + "/multislot/rank", json=body, timeout=TIMEOUT)
         assert r.status_code == 201, r.text
         if r.json()["slots"][0]["rewardActionId"] == "c":
             reward = {"reward": [{"slotId": "only", "value": 1.0}]}
             rr = httpx.post(
-                api(endpoint) + "/multislot/events/teach-" + str(i) + "/reward", json=reward
+                api(endpoint) + "/multislot/events/teach-" + str(i) + "/reward",
+                json=reward,
+                timeout=TIMEOUT,
             )
             assert rr.status_code == 204
 
@@ -392,7 +405,9 @@ def test_single_slot_rank_on_a_ccb_loop_shares_the_model(srv: Server) -> None:
         return len(done) == n and all(d["outcome"] is not None for d in done)
 
     poll(learned, timeout=20)
-    after = httpx.post(api(endpoint) + "/rank", json={**probe, "eventId": "probe-after"})
+    after = httpx.post(
+        api(endpoint) + "/rank", json={**probe, "eventId": "probe-after"}, timeout=TIMEOUT
+    )
     assert after.status_code == 201
     pmf_after = {r["id"]: r["probability"] for r in after.json()["ranking"]}
     assert pmf_after["c"] > 0.8
@@ -418,11 +433,15 @@ def test_rewards_aggregate_per_slot(srv: Server) -> None:
         ],
         "eventId": "agg",
     }
-    assert httpx.post(api(endpoint) + "/multislot/rank", json=body).status_code == 201
+    assert (
+        httpx.post(api(endpoint) + "/multislot/rank", json=body, timeout=TIMEOUT).status_code == 201
+    )
     url = api(endpoint) + "/multislot/events/agg/reward"
-    r1 = httpx.post(url, json={"reward": [{"slotId": "top", "value": 0.25}]})
+    r1 = httpx.post(url, json={"reward": [{"slotId": "top", "value": 0.25}]}, timeout=TIMEOUT)
     r2 = httpx.post(
-        url, json={"reward": [{"slotId": "top", "value": 0.5}, {"slotId": "middle", "value": 0.1}]}
+        url,
+        json={"reward": [{"slotId": "top", "value": 0.5}, {"slotId": "middle", "value": 0.1}]},
+        timeout=TIMEOUT,
     )
     assert r1.status_code == r2.status_code == 204
 
@@ -438,9 +457,16 @@ def test_multislot_events_wait_for_the_full_window(srv: Server) -> None:
     endpoint = new_loop(srv, rewardWaitTime="PT4S")
     body = {"actions": ACTIONS3, "slots": [{"id": "s1", "baselineAction": "a"}], "eventId": "w"}
     ranked = time.monotonic()
-    assert httpx.post(api(endpoint) + "/multislot/rank", json=body).status_code == 201
+    assert (
+        httpx.post(api(endpoint) + "/multislot/rank", json=body, timeout=TIMEOUT).status_code == 201
+    )
     reward = {"reward": [{"slotId": "s1", "value": 1.0}]}
-    assert httpx.post(api(endpoint) + "/multislot/events/w/reward", json=reward).status_code == 204
+    assert (
+        httpx.post(
+            api(endpoint) + "/multislot/events/w/reward", json=reward, timeout=TIMEOUT
+        ).status_code
+        == 204
+    )
     time.sleep(1.5)
     assert decisions(srv, endpoint)[0]["outcome"] is None
     poll(lambda: decisions(srv, endpoint)[0]["outcome"], timeout=15)
@@ -459,10 +485,14 @@ def test_logged_decisions_carry_slot_ids(srv: Server) -> None:
         "slots": SDK_SLOTS,
         "eventId": "logged",
     }
-    assert httpx.post(api(endpoint) + "/multislot/rank", json=body).status_code == 201
+    assert (
+        httpx.post(api(endpoint) + "/multislot/rank", json=body, timeout=TIMEOUT).status_code == 201
+    )
     reward = {"reward": [{"slotId": "Side Bar", "value": 1.0}]}
     assert (
-        httpx.post(api(endpoint) + "/multislot/events/logged/reward", json=reward).status_code
+        httpx.post(
+            api(endpoint) + "/multislot/events/logged/reward", json=reward, timeout=TIMEOUT
+        ).status_code
         == 204
     )
     (row,) = poll(lambda: [d for d in decisions(srv, endpoint) if d["outcome"]], timeout=15)

@@ -44,7 +44,7 @@ from banditloop.registry import Registry
 from banditloop.store import SqliteStore
 from banditloop.store.base import Decision, JobRecord, ModelRecord, SlotChoice
 from conftest import Server, free_port
-from helpers import EXAMPLE, V1, actions, poll, query, scalar, vw_model, zip_of
+from helpers import EXAMPLE, TIMEOUT, V1, actions, poll, query, scalar, vw_model, zip_of
 from recommender_server import recommender
 
 POLICY = f"{V1}/configurations/policy"
@@ -743,7 +743,7 @@ def test_rank_refuses_event_ids_that_are_not_path_safe(client: TestClient, event
 
 
 def test_cli_deletes_exactly_the_event_it_names(server: Server) -> None:
-    with httpx.Client(base_url=server.url + V1) as http:
+    with httpx.Client(base_url=server.url + V1, timeout=TIMEOUT) as http:
         for eid in ("one", "two", "a b?c#d%2F"):
             r = http.post("/rank", json={"actions": actions("a", "b"), "eventId": eid})
             assert r.status_code == 201, r.text
