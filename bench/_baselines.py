@@ -5,10 +5,8 @@ own pydantic model (``RankRequest``) and returns a canned answer: the framework'
 
 ``asgi_app``: a bare ASGI endpoint, no framework: orjson parses the body,
 ``banditloop.ranking.plan`` builds the VW example from it (per request), and one VW
-workspace (banditloop's default policy) predicts from it as banditloop does
-(``Policy.rank_pmf``: examples built without VW's JSON parser, vwexample.py), so that
-the two compare like with like; with ``BENCH_BASELINE_JSON=1``, VW reads the example's
-JSON (the baseline of the runs before vwexample.py). Neither logs anything.
+workspace (banditloop's default policy, ``Policy.pmf``) predicts from it as banditloop
+does, so that the two compare like with like. Neither logs anything.
 
     uvicorn --app-dir bench _baselines:fastapi_app --workers 2
     uvicorn --app-dir bench _baselines:asgi_app --workers 2
@@ -16,7 +14,6 @@ JSON (the baseline of the runs before vwexample.py). Neither logs anything.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import orjson
@@ -57,9 +54,7 @@ class _Predictor:
             from banditloop.policy import DEFAULT_POLICY, Policy
 
             self.policy = Policy(DEFAULT_POLICY)
-        if os.environ.get("BENCH_BASELINE_JSON"):
-            return list(self.policy.pmf(p.example))
-        return list(self.policy.rank_pmf(p.example, p.context, p.actions))
+        return list(self.policy.pmf(p.example))
 
 
 _predictor = _Predictor()

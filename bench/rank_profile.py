@@ -11,11 +11,9 @@ fsync).
 | target | what one request is |
 |---|---|
 | ``asgi+vw`` | bench/_baselines.py's bare ASGI endpoint: orjson, ``plan``, VW predict |
-| ``asgi+vw-json`` | the same, VW reading the example's JSON (the baseline before vwexample.py) |
 | ``banditloop`` | ``create_app``: middleware, fast path, ``Loop.rank``, durable logging |
 | ``banditloop+reward`` | a Rank and a Reward for it |
-| ``pmf-json`` | ``Policy.pmf`` of the body's example JSON (VW's JSON parser) |
-| ``pmf`` | ``Policy.rank_pmf``: the same pmf from the cleaned features (vwexample.py) |
+| ``pmf`` | ``Policy.pmf`` of the body's example JSON (VW's JSON parser, predict, floor) |
 | ``plan`` | ``ranking.plan`` of the body (cleaning, the action cache, the example's JSON) |
 
 ``banditloop``'s trainer is on but idle (``rewardWaitTime`` PT10M).
@@ -43,7 +41,7 @@ from typing import Any
 import orjson
 
 HERE = Path(__file__).resolve().parent
-TARGETS = ("asgi+vw", "asgi+vw-json", "banditloop", "banditloop+reward", "pmf-json", "pmf", "plan")
+TARGETS = ("asgi+vw", "banditloop", "banditloop+reward", "pmf", "plan")
 WARM = 30
 
 
@@ -126,9 +124,7 @@ class Asgi:
 def _request(name: str) -> tuple[Callable[[int], object], Callable[[], None]]:
     """(one request, clean-up) for a target, started and ready."""
     sys.path.insert(0, str(HERE))
-    if name in ("asgi+vw", "asgi+vw-json"):
-        if name == "asgi+vw-json":
-            os.environ["BENCH_BASELINE_JSON"] = "1"
+    if name == "asgi+vw":
         import _baselines
 
         drv = Asgi(_baselines.asgi_app)
@@ -168,8 +164,7 @@ def _request(name: str) -> tuple[Callable[[int], object], Callable[[], None]]:
     policy = Policy(DEFAULT_POLICY)
     p = plan(data["contextFeatures"], actions, None)
     calls: dict[str, Callable[[int], object]] = {
-        "pmf-json": lambda i: policy.pmf(p.example),
-        "pmf": lambda i: policy.rank_pmf(p.example, p.context, p.actions),
+        "pmf": lambda i: policy.pmf(p.example),
         "plan": lambda i: plan(data["contextFeatures"], actions, None),
     }
     return calls[name], policy.close

@@ -85,8 +85,8 @@ def test_a_rank_keeps_the_policy_it_started_with(store: SqlStore, settings: Sett
     explained_by: list[Policy] = []
 
     class SwappedMidway(Policy):
-        def rank_pmf(self, example: str, *features: Any) -> list[float]:
-            out = super().rank_pmf(example, *features)
+        def pmf(self, example: str) -> list[float]:
+            out = super().pmf(example)
             loop.live.load(None)  # another model is made live now
             return out
 

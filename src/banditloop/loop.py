@@ -226,7 +226,7 @@ class Loop:
                     pmf[i] = prob
                 pmf = policy.floor(pmf)
             else:
-                pmf = policy.rank_pmf(p.example, p.context, p.actions)
+                pmf = policy.pmf(p.example)
         except Exception:
             if req.source is None:
                 raise

@@ -13,11 +13,10 @@ import re
 import tempfile
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import vowpalwabbit
 
-from . import modelfile, vwargs, vwexample
+from . import modelfile, vwargs
 from .errors import BadRequest, InvalidPolicy
 
 #: banditloop's default, chosen by measurement of online reward and of how well its own
@@ -97,8 +96,6 @@ class Policy:
         if model is not None:
             check_model(args, model)
         self._ws = _workspace(tokens, model)
-        #: builds the examples of a Rank without the JSON, where it covers the policy
-        self._predictor = vwexample.Predictor(self._ws) if vwexample.covers(tokens) else None
 
     def pmf(self, example: str) -> list[float]:
         """Probabilities per action, in the order of the example's ``_multi``, floored."""
@@ -113,20 +110,6 @@ class Policy:
     def floor(self, pmf: Sequence[float]) -> list[float]:
         """``pmf`` (over the eligible actions only) with this policy's exploration floor."""
         return floor(pmf, self.epsilon)
-
-    def rank_pmf(
-        self,
-        example: str,
-        context: list[dict[str, Any]],
-        actions: Sequence[tuple[str, list[dict[str, Any]]]],
-    ) -> list[float]:
-        """``pmf`` of a Rank's example, given also as its cleaned features (ranking.plan):
-        built without the JSON where vwexample.py covers the policy; the same numbers."""
-        if self._predictor is None:
-            return self.pmf(example)
-        with self.lock:
-            pmf = self._predictor.pmf(context, actions)
-        return self.floor(pmf)
 
     def pmf_then_learn(self, labelled: str) -> list[float]:
         """Progressive validation in one parse: the (floored) probabilities per action

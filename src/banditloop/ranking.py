@@ -7,7 +7,7 @@ tested without a server.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import BadRequest
@@ -30,9 +30,6 @@ class RankPlan:
     example: str
     vw_ids: list[str]  # ids of the example's actions
     all_ids: list[str]  # every action id, in request order
-    #: the cleaned features of the example, for VW without its JSON (vwexample.py)
-    context: list[dict[str, Any]] = field(default_factory=list)
-    actions: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
 
 
 def plan(
@@ -49,8 +46,7 @@ def plan(
     example, kept_ids, ids = _example(context_features, actions, excluded, max_actions, limits)
     if slots is not None:
         example["_slots"] = slots
-    kept = [(a["_tag"], a["j"]) for a in example["_multi"]]
-    return RankPlan(dumps(example), kept_ids, ids, example["FromUrl"], kept)
+    return RankPlan(example=dumps(example), vw_ids=kept_ids, all_ids=ids)
 
 
 def _example(
