@@ -87,6 +87,10 @@ def test_every_operation_answers_as_documented(fuzz_server: Server, tmp_path: Pa
             CHECKS,
             "--include-path-regex",
             OPERATIONS,
+            # a DSJSON upload (ndjson/gzip) has no serializer here: test_logimport.py
+            # sends it hostile files instead
+            "--exclude-path-regex",
+            "/logs/import$",
             "--header",
             f"Ocp-Apim-Subscription-Key: {ADMIN_KEY}",
             "--phases",

@@ -72,7 +72,8 @@ def test_unrewarded_event_learned_after_window(client: TestClient, settings: Set
     learned = poll(lambda: _learned_in(settings.data_dir, "quiet"), timeout=10, interval=0.02)
     assert time.time() >= ts + 1.0, "learned before its reward window closed"
     assert learned >= 1
-    stats = _trainer_stats(client)
+    # the trainer counts the event once its batch is committed: wait for the count
+    stats = poll(lambda: (s := _trainer_stats(client)).learned and s, timeout=10, interval=0.02)
     assert (stats.learned, stats.skipped) == (1, 0)
 
 

@@ -466,13 +466,13 @@ def test_administration_reaches_every_process(cluster: Cluster) -> None:
     poll(both_serve, 30, "both workers to serve the new loop")
     # one PUT of the service configuration, seen by both workers
     config = cluster.get(base + "/configurations/service").json()
-    assert config["explorationPercentage"] != 0.05
-    config["explorationPercentage"] = 0.05
+    assert config["explorationPercentage"] != 0.15
+    config["explorationPercentage"] = 0.15
     resp = httpx.put(cluster.url + base + "/configurations/service", json=config, timeout=30)
     assert resp.status_code == 200, resp.text
     poll(
         lambda: all(
-            c["explorationPercentage"] == 0.05
+            c["explorationPercentage"] == 0.15
             for c in cluster.worker_answers(base + "/configurations/service").values()
         ),
         15,
@@ -508,4 +508,4 @@ def test_administration_reaches_every_process(cluster: Cluster) -> None:
         return row if row and row[1] >= 40 else None
 
     policy_used, _ = poll(learned_under_new_policy, 60, "a model learned after it")
-    assert "--cb_type ips" in policy_used and "--epsilon 0.05" in policy_used, policy_used
+    assert "--cb_type ips" in policy_used and "--epsilon 0.15" in policy_used, policy_used

@@ -315,8 +315,10 @@ def test_dashboard_data_shows_traffic_learning_jobs_and_configuration(
     ids = traffic(client, 40, chosen=chosen)
     client.post(f"{V1}/events/nosuchevent/reward", json={"value": 1.0})
     assert learn_all(loop) == len(ids)
-    # IPS of the uniformly random policy: reward x (1/3) / p(logged), over the events
-    random_value = sum((1 / 3) / chosen[e] for e in ids[::2]) / len(ids)
+    # SNIPS of the uniformly random policy: weights (1/3) / p(logged); rewarded: ids[::2]
+    random_value = sum((1 / 3) / chosen[e] for e in ids[::2]) / sum(
+        (1 / 3) / chosen[e] for e in ids
+    )
     store = loop.store
     result = {
         "optimalPolicy": "online",

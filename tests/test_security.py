@@ -399,7 +399,7 @@ def test_every_truncation_of_a_model_is_refused(client: TestClient) -> None:
 def test_a_truncated_foreign_model_is_refused(client: TestClient, tmp_path: Path) -> None:
     """A model from elsewhere carries no digest: VW loads it and writes it back, and a
     cut shows as a difference."""
-    args = "--cb_explore_adf --synthcover -q :: --epsilon 0"
+    args = client.app.state.registry.loops["default"].live.args  # type: ignore[attr-defined]
     blob = vw_model(tmp_path, args)
     assert client.put(MODEL, content=blob, headers=OCTET).status_code == 204
     for cut in (3, 7, 20):

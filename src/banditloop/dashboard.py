@@ -6,7 +6,8 @@ event); and, from the latest ``dashboard_events`` events, the share that got a
 reward in time, the exploration share (the model's draw was not its greedy
 action), the mean pmf entropy, the Apprentice imitation rate, and the reward
 rate of the online policy against the baseline (first action) and a uniformly
-random policy, estimated by IPS with 95% intervals (:mod:`evaluation.estimators`).
+random policy, estimated by SNIPS with 95% intervals and their diagnostics
+(:mod:`evaluation.estimators`).
 Plus model versions, trainer lag, the latest evaluations and feature
 importances, and the loop's configuration.
 """

@@ -111,7 +111,7 @@ def apply(loop: Loop, evaluation_id: str, policy_name: str) -> None:
             f"{policy_name} is not a policy of evaluation {evaluation_id} that can be applied.",
             "LearningSettingsNotFound",
         )
-    diagnostics = policy["summary"].get("diagnostics") or {}
+    diagnostics = (policy.get("summary") or {}).get("diagnostics") or {}
     if diagnostics.get("estimable") is False:  # its estimate says nothing: not applied
         raise BadRequest(
             f"{policy_name} cannot be applied: its estimate is {diagnostics['reason']}.",
