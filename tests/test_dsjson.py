@@ -480,10 +480,16 @@ def test_export_memory_stays_flat(traffic: Traffic, tmp_path: Path) -> None:
     with closing(sqlite3.connect(srv.data_dir / "banditloop.db", timeout=30)) as conn:
         cols = [r[1] for r in conn.execute("PRAGMA table_info(decisions)") if r[1] != "seq"]
         at = {c: i for i, c in enumerate(cols)}
+        # a processed and learned row: the trainer of "big" leaves its copies alone
         template = list(
-            conn.execute(
-                f"SELECT {', '.join(cols)} FROM decisions WHERE loop='default' AND event_id='e1'"
-            ).fetchone()
+            poll(
+                lambda: conn.execute(
+                    f"SELECT {', '.join(cols)} FROM decisions WHERE loop='default' AND "
+                    "event_id='e1' AND outcome IS NOT NULL AND learned_in IS NOT NULL"
+                ).fetchone(),
+                60,
+                "e1 to be learned",
+            )
         )
         template[at["loop"]] = "big"
 

@@ -37,6 +37,10 @@ import pytest
 from conftest import V1, wait_healthy
 from helpers import poll
 
+#: how long a condition may take on a busy machine before it counts as hung (the
+#: processes of a cluster share two cores with the rest of the suite)
+WAIT = 180
+
 pytestmark = [
     pytest.mark.skipif(
         not Path("/proc/self/fd").is_dir(), reason="finds the server's processes through /proc"
@@ -148,7 +152,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     try:
         c.port = wait_healthy(proc, port_file, 90)  # importing VW in 3 processes takes a while
         c.worker_answers("/healthz", want=2, timeout=60)
-        poll(c.trainer, 30, "the trainer process")
+        poll(c.trainer, WAIT, "the trainer process")
         yield c
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -301,7 +305,7 @@ def settled(db: Path) -> dict[str, Any] | None:
 
 def check_store(db: Path, traffic: Traffic, marks: Marks) -> dict[str, Any]:
     """Nothing acknowledged lost, everything learned exactly once."""
-    state: dict[str, Any] = poll(lambda: settled(db), 60, "every decision learned and saved")
+    state: dict[str, Any] = poll(lambda: settled(db), WAIT, "every decision learned and saved")
     marks.poll()  # the last events were learned after the traffic stopped
     with contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
         logged = {r[0] for r in con.execute("SELECT event_id FROM decisions")}
@@ -346,7 +350,7 @@ def test_two_workers_log_and_learn_everything_once(cluster: Cluster) -> None:
                     and all(len(set(seen)) > 1 for seen in versions.values())
                 )
 
-            poll(both_followed, 90, "both workers to follow the trainer's models", 0.1)
+            poll(both_followed, WAIT, "both workers to follow the trainer's models", 0.1)
         finally:
             traffic.stop()
     assert not traffic.failures, traffic.failures[:5]
@@ -395,7 +399,7 @@ def test_trainer_killed_mid_run(cluster: Cluster) -> None:
                     ).fetchone()[0]
                 return bool(top > covers)
 
-            poll(unsaved_marks, 30, "events learned but not yet saved")
+            poll(unsaved_marks, WAIT, "events learned but not yet saved")
             os.kill(old, signal.SIGKILL)
             killed, killed_at = time.monotonic(), time.time()
             new = poll(
@@ -404,8 +408,8 @@ def test_trainer_killed_mid_run(cluster: Cluster) -> None:
             assert new != old
             at_kill = len(traffic.ranked)
             # the new trainer recovers and learns while ranks go on
-            poll(lambda: len(traffic.ranked) > at_kill + 20, 60, "ranks after the kill")
-            poll(lambda: saved_since(cluster.db, killed_at), 60, "a model saved by the new trainer")
+            poll(lambda: len(traffic.ranked) > at_kill + 20, WAIT, "ranks after the kill")
+            poll(lambda: saved_since(cluster.db, killed_at), WAIT, "a new trainer's model")
         finally:
             traffic.stop()
     assert not traffic.failures, traffic.failures[:5]  # the trainer is off the request path
@@ -420,17 +424,17 @@ def test_worker_killed_mid_run(cluster: Cluster) -> None:
     with Marks(cluster.db) as marks:
         traffic = Traffic(cluster.url).start()
         try:
-            poll(lambda: len(traffic.ok_times) > 20, 60, "traffic to flow")
+            poll(lambda: len(traffic.ok_times) > 20, WAIT, "traffic to flow")
             os.kill(victim, signal.SIGKILL)
             killed = time.monotonic()
             poll(
                 lambda: [t for t in traffic.ok_times if t > killed],
-                30,
+                WAIT,
                 "a request served after a worker died",
             )
             replacement = poll(
                 lambda: [p for p in cluster.workers() if p not in (victim, survivor)],
-                60,
+                WAIT,
                 "the supervisor to start a new worker",
             )
             assert survivor in cluster.workers()
@@ -438,7 +442,7 @@ def test_worker_killed_mid_run(cluster: Cluster) -> None:
             replaced = time.monotonic()
             poll(
                 lambda: len([t for t in traffic.ok_times if t > replaced]) > 10,
-                30,
+                WAIT,
                 "requests served after the replacement",
             )
         finally:
@@ -463,7 +467,7 @@ def test_administration_reaches_every_process(cluster: Cluster) -> None:
             answered.add(worker_of(r))
         return len(answered) == 2
 
-    poll(both_serve, 30, "both workers to serve the new loop")
+    poll(both_serve, WAIT, "both workers to serve the new loop")
     # one PUT of the service configuration, seen by both workers
     config = cluster.get(base + "/configurations/service").json()
     assert config["explorationPercentage"] != 0.15
@@ -475,7 +479,7 @@ def test_administration_reaches_every_process(cluster: Cluster) -> None:
             c["explorationPercentage"] == 0.15
             for c in cluster.worker_answers(base + "/configurations/service").values()
         ),
-        15,
+        WAIT,
         "every worker to see the new exploration",
     )
     # one PUT of the policy, seen by both workers
@@ -487,7 +491,7 @@ def test_administration_reaches_every_process(cluster: Cluster) -> None:
         lambda: all(
             p == policy for p in cluster.worker_answers(base + "/configurations/policy").values()
         ),
-        15,
+        WAIT,
         "every worker to see the new policy",
     )
     changed = time.time()
@@ -507,5 +511,5 @@ def test_administration_reaches_every_process(cluster: Cluster) -> None:
             ).fetchone()
         return row if row and row[1] >= 40 else None
 
-    policy_used, _ = poll(learned_under_new_policy, 60, "a model learned after it")
+    policy_used, _ = poll(learned_under_new_policy, WAIT, "a model learned after it")
     assert "--cb_type ips" in policy_used and "--epsilon 0.15" in policy_used, policy_used
