@@ -25,10 +25,11 @@ import asyncio
 import importlib.util
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from middleware import app, per_request  # bench/middleware.py
 
 import banditloop
 from banditloop.config import Settings
@@ -63,31 +64,8 @@ def baseline_module() -> ModuleType:
     return module
 
 
-class Route:
-    path = "/rank"
-
-
-async def app(scope: Any, receive: Any, send: Any) -> None:
-    scope["route"] = Route
-    await send({"type": "http.response.start", "status": 201, "headers": []})
-    await send({"type": "http.response.body", "body": b"{}"})
-
-
-async def send(message: Any) -> None:
-    pass
-
-
-async def receive() -> Any:
-    return {"type": "http.request", "body": b""}
-
-
 async def run(target: Any, n: int) -> float:
-    start = time.perf_counter()
-    for _ in range(n):
-        scope = {"type": "http", "method": "POST", "path": "/personalizer/v1.0/rank"}
-        scope["headers"] = HEADERS
-        await target(scope, receive, send)
-    return (time.perf_counter() - start) / max(n, 1) * 1e6
+    return await per_request(target, n, HEADERS)
 
 
 def middleware(variant: str) -> Any:

@@ -128,3 +128,37 @@ def zip_of(members: dict[str, bytes]) -> bytes:
         for name, data in members.items():
             zf.writestr(name, data)
     return out.getvalue()
+
+
+# The request of the SDK's own multi-slot test (azure-ai-personalizer's tests).
+SDK_ACTIONS = [
+    {"id": "NewsArticle", "features": [{"type": "News"}]},
+    {"id": "SportsArticle", "features": [{"type": "Sports"}]},
+    {"id": "EntertainmentArticle", "features": [{"type": "Entertainment"}]},
+]
+SDK_SLOTS = [
+    {
+        "id": "Main Article",
+        "baselineAction": "NewsArticle",
+        "positionFeatures": [{"Size": "Large", "Position": "Top Middle"}],
+        "excludedActions": ["SportsArticle", "EntertainmentArticle"],
+    },
+    {
+        "id": "Side Bar",
+        "baselineAction": "SportsArticle",
+        "positionFeatures": [{"Size": "Small", "Position": "Bottom Right"}],
+        "excludedActions": ["EntertainmentArticle"],
+    },
+]
+
+#: The service configuration the SDK's own administration tests send.
+SDK_CONFIG = {
+    "rewardAggregation": "average",
+    "modelExportFrequency": "PT3M",
+    "defaultReward": 1.0,
+    "modelRetrainDays": 2,
+    "rewardWaitTime": "PT4H",
+    "explorationPercentage": 0.3,
+    "logRetentionDays": -1,
+    "learningMode": "Online",
+}

@@ -13,21 +13,11 @@ from azure.core.exceptions import HttpResponseError
 
 from banditloop.policy import DEFAULT_POLICY
 from conftest import Server
-from helpers import actions, poll, scalar
+from helpers import SDK_CONFIG, actions, poll, scalar
 
 #: One xdist worker runs this module: its tests share a module-scoped fixture.
 pytestmark = pytest.mark.xdist_group("admin_sdk")
 
-CONFIG = {
-    "rewardAggregation": "average",
-    "modelExportFrequency": "PT3M",
-    "defaultReward": 1.0,
-    "modelRetrainDays": 2,
-    "rewardWaitTime": "PT4H",
-    "explorationPercentage": 0.3,
-    "logRetentionDays": -1,
-    "learningMode": "Online",
-}
 POLICY_ARGS = (
     "--cb_explore_adf --quadratic GT --quadratic MR --ignore A --cb_type ips --epsilon 0.2"
 )
@@ -70,11 +60,11 @@ def test_service_configuration_round_trip(admin: PersonalizerAdministrationClien
     before = admin.get_service_configuration()
     assert before["learningMode"] == "Online"
     assert before["rewardWaitTime"] == "PT1S"  # from the fixture's BANDITLOOP_LOOP
-    updated = admin.update_service_configuration({**before, **CONFIG})
-    assert {k: updated[k] for k in CONFIG} == CONFIG
+    updated = admin.update_service_configuration({**before, **SDK_CONFIG})
+    assert {k: updated[k] for k in SDK_CONFIG} == SDK_CONFIG
     assert updated["lastConfigurationEditDate"] is not None
     again = admin.get_service_configuration()
-    assert {k: again[k] for k in CONFIG} == CONFIG
+    assert {k: again[k] for k in SDK_CONFIG} == SDK_CONFIG
     # Back to a short wait so that later tests' events are learned quickly.
     restored = admin.update_service_configuration({**again, "rewardWaitTime": "PT1S"})
     assert restored["rewardWaitTime"] == "PT1S"

@@ -22,7 +22,7 @@ from banditloop.join import training_example
 from banditloop.sampling import sample_index, seed_for
 from banditloop.store.base import ClosedEvent, SlotChoice
 from conftest import Server
-from helpers import TIMEOUT, create_loop, poll, query
+from helpers import SDK_ACTIONS, SDK_SLOTS, TIMEOUT, create_loop, poll, query
 
 #: One xdist worker runs this module: its tests share a module-scoped fixture.
 pytestmark = pytest.mark.xdist_group("multislot")
@@ -30,26 +30,6 @@ pytestmark = pytest.mark.xdist_group("multislot")
 CCB = "--ccb_explore_adf --epsilon 0.2 -q :: --cb_type mtr"
 CB = "--cb_explore_adf --epsilon 0.2 -q :: --cb_type mtr"
 
-# The request of the SDK's own multi-slot test (azure-ai-personalizer's tests).
-SDK_ACTIONS = [
-    {"id": "NewsArticle", "features": [{"type": "News"}]},
-    {"id": "SportsArticle", "features": [{"type": "Sports"}]},
-    {"id": "EntertainmentArticle", "features": [{"type": "Entertainment"}]},
-]
-SDK_SLOTS = [
-    {
-        "id": "Main Article",
-        "baselineAction": "NewsArticle",
-        "positionFeatures": [{"Size": "Large", "Position": "Top Middle"}],
-        "excludedActions": ["SportsArticle", "EntertainmentArticle"],
-    },
-    {
-        "id": "Side Bar",
-        "baselineAction": "SportsArticle",
-        "positionFeatures": [{"Size": "Small", "Position": "Bottom Right"}],
-        "excludedActions": ["EntertainmentArticle"],
-    },
-]
 SDK_CONTEXT = [
     {"User": {"ProfileType": "AnonymousUser", "LatLong": "47.6,-122.1"}},
     {"Environment": {"DayOfMonth": "28", "MonthOfYear": "8", "Weather": "Sunny"}},

@@ -26,8 +26,8 @@ from azure.core.credentials import AzureKeyCredential
 from msrest.authentication import CognitiveServicesCredentials
 
 from banditloop.policy import AZURE_DEFAULT_POLICY
-from conftest import Server, free_port
-from helpers import query
+from conftest import Server
+from helpers import SDK_ACTIONS, SDK_CONFIG, SDK_SLOTS, query
 
 MULTI = "multislot"  # the loop standing for the SDK's multi-slot resource
 KEY = AzureKeyCredential("any key: the server has none")
@@ -36,7 +36,7 @@ KEY = AzureKeyCredential("any key: the server has none")
 @pytest.fixture
 def sdk_server(tmp_path: Path) -> Any:
     policy = f"BANDITLOOP_DEFAULT_POLICY={AZURE_DEFAULT_POLICY}"
-    srv = Server(tmp_path / "data", free_port(), extra=(policy,)).start(timeout=120)
+    srv = Server(tmp_path / "data", extra=(policy,)).start(timeout=120)
     r = httpx.put(f"{srv.url}/loops/{MULTI}", json={}, timeout=60)
     assert r.status_code == 201, r.text
     yield srv
@@ -63,25 +63,6 @@ CONFIG_FIELDS = (
     "explorationPercentage",
     "logRetentionDays",
 )
-SLOTS = [
-    {
-        "id": "Main Article",
-        "baselineAction": "NewsArticle",
-        "positionFeatures": [{"Size": "Large", "Position": "Top Middle"}],
-        "excludedActions": ["SportsArticle", "EntertainmentArticle"],
-    },
-    {
-        "id": "Side Bar",
-        "baselineAction": "SportsArticle",
-        "positionFeatures": [{"Size": "Small", "Position": "Bottom Right"}],
-        "excludedActions": ["EntertainmentArticle"],
-    },
-]
-MULTI_ACTIONS = [
-    {"id": "NewsArticle", "features": [{"type": "News"}]},
-    {"id": "SportsArticle", "features": [{"type": "Sports"}]},
-    {"id": "EntertainmentArticle", "features": [{"type": "Entertainment"}]},
-]
 MULTI_CONTEXT = [
     {"user": {"profileType": "anonymousUser", "latLong": "47.6,-122.1"}},
     {"environment": {"dayOfMonth": "28", "monthOfYear": "8", "weather": "Sunny"}},
@@ -99,16 +80,7 @@ def scenarios(single: str, multi: str) -> list[tuple[str, Callable[[], None]]]:
     multi_admin = PersonalizerAdministrationClient(multi, credential=KEY)
 
     def update_configuration() -> None:
-        configuration = {
-            "rewardAggregation": "average",
-            "modelExportFrequency": "PT3M",
-            "defaultReward": 1.0,
-            "modelRetrainDays": 2,
-            "rewardWaitTime": "PT4H",
-            "explorationPercentage": 0.3,
-            "logRetentionDays": -1,
-            "learningMode": "Online",
-        }
+        configuration = SDK_CONFIG
         updated = admin.update_service_configuration(configuration)
         now = admin.get_service_configuration()
         for field in CONFIG_FIELDS:
@@ -163,13 +135,17 @@ def scenarios(single: str, multi: str) -> list[tuple[str, Callable[[], None]]]:
 
     def multi_rank(context: bool) -> None:
         enable_multi_slot(multi_admin)
-        request: dict[str, Any] = {"actions": MULTI_ACTIONS, "slots": SLOTS, "eventId": "123456789"}
+        request: dict[str, Any] = {
+            "actions": SDK_ACTIONS,
+            "slots": SDK_SLOTS,
+            "eventId": "123456789",
+        }
         if context:
             request["contextFeatures"] = MULTI_CONTEXT
         response = multi_client.rank_multi_slot(request)
         assert response.get("eventId") == "123456789"
         slots = response.get("slots")
-        assert len(slots) == len(SLOTS)
+        assert len(slots) == len(SDK_SLOTS)
         assert slots[0]["rewardActionId"] == "NewsArticle"
         assert slots[1]["rewardActionId"] == "SportsArticle"
 
