@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import httpx
@@ -210,12 +211,20 @@ def test_optimal_policy_only_when_its_lower_bound_beats_online(
     online = policies["online"]["summary"]["expectedReward"]
     assert policies[best]["summary"]["confidenceInterval"][0] > online
     assert "-q" in policies[best]["arguments"] or "--quadratic" in policies[best]["arguments"]
-    lows = {
-        n: p["summary"]["confidenceInterval"][0]
+    # the winner has the highest lower bound once bounds are widened for the number of
+    # candidates compared (Bonferroni, as evaluation/jobs.py names it)
+    custom = {
+        n: p["summary"]
         for n, p in policies.items()
         if p["policySource"] in ("Custom", "OfflineExperimentation")
     }
-    assert lows[best] == max(lows.values())
+    widen = NormalDist().inv_cdf(1 - 0.05 / (2 * len(custom))) / NormalDist().inv_cdf(0.975)
+    lows = {
+        n: s["expectedReward"] - (s["expectedReward"] - s["confidenceInterval"][0]) * widen
+        for n, s in custom.items()
+        if s["expectedReward"] is not None  # not estimable: never named
+    }
+    assert lows[best] == pytest.approx(max(lows.values()))
 
 
 def test_no_optimal_policy_where_nothing_is_better(srv: Server) -> None:
