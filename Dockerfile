@@ -5,9 +5,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     BANDITLOOP_HOST=0.0.0.0 BANDITLOOP_PORT=8080 BANDITLOOP_DATA_DIR=/data
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY src ./src
-RUN pip install --no-cache-dir . && useradd --system --home /data banditloop \
+RUN pip install --no-cache-dir -c constraints.txt . && useradd --system --home /data banditloop \
     && mkdir -p /data && chown banditloop /data
 
 USER banditloop

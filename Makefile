@@ -7,13 +7,20 @@ HOST    ?= 127.0.0.1
 PORT    ?= 8080
 DATA    ?= ./data
 
-.PHONY: run test test-long lint fmt bench clean chromium screenshots
+.PHONY: run test test-long lint fmt bench clean chromium screenshots constraints
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
+
+# Newest releases the ranges in pyproject.toml admit, pinned for every clone.
+constraints:
+	rm -rf .venv-fresh && $(PY) -m venv .venv-fresh
+	.venv-fresh/bin/python -m pip install --quiet -e '.[dev]'
+	{ sed -n 1,2p constraints.txt; .venv-fresh/bin/pip freeze --exclude-editable; } > constraints.new
+	mv constraints.new constraints.txt && rm -rf .venv-fresh
 
 run: $(STAMP)
 	$(BIN)/banditloop serve --host $(HOST) --port $(PORT) --data-dir $(DATA)

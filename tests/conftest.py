@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from banditloop.app import create_app
 from banditloop.config import Settings
 from banditloop.store import SqliteStore, SqlStore
+from helpers import Clock
 
 V1 = "/personalizer/v1.0"
 PG_URL = os.environ.get("BANDITLOOP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -32,9 +33,15 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    """httpx against the ASGI app, lifespan included (store, loop and trainer run)."""
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def client(settings: Settings, clock: Clock) -> Iterator[TestClient]:
+    """httpx against the ASGI app, lifespan included (store, loop and trainer run), on
+    ``clock``, which the test may move."""
+    with TestClient(create_app(settings, clock=clock), raise_server_exceptions=False) as c:
         yield c
 
 

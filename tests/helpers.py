@@ -89,6 +89,20 @@ def poll(
         time.sleep(interval)
 
 
+class Clock:
+    """The wall clock plus what the test moved it by (banditloop.clock): a reward
+    window closes, a timestamp moves on, when the test says, without sleeping."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.ahead
+
+    def advance(self, seconds: float) -> None:
+        self.ahead += seconds
+
+
 def pmf_of(response: dict[str, Any]) -> dict[str, float]:
     """Action id -> probability of a RankResponse."""
     return {r["id"]: r["probability"] for r in response["ranking"]}

@@ -17,7 +17,7 @@ from banditloop.config import Settings
 from banditloop.policy import with_epsilon
 from banditloop.ranking import plan
 from banditloop.upkeep import apply_retention
-from helpers import actions, pmf_of, poll, query, scalar
+from helpers import Clock, actions, pmf_of, poll, query, scalar
 
 V1 = "/personalizer/v1.0"
 SERVICE = V1 + "/configurations/service"
@@ -405,10 +405,10 @@ def test_model_import_round_trip_and_reset(client: TestClient, settings: Setting
 # -- logs ---------------------------------------------------------------------------
 
 
-def test_logs_properties(client: TestClient, settings: Settings) -> None:
+def test_logs_properties(client: TestClient, settings: Settings, clock: Clock) -> None:
     assert client.get(V1 + "/logs/properties").json() == {"dateRange": {"from": None, "to": None}}
     _rank(client, "l1")
-    time.sleep(1.1)
+    clock.advance(1.1)
     _rank(client, "l2")
     rng = client.get(V1 + "/logs/properties").json()["dateRange"]
     assert rng["from"].endswith("Z") and rng["to"].endswith("Z")

@@ -180,10 +180,15 @@ def test_rate_limit_per_key_answers_429_with_retry_after(tmp_path: Path) -> None
 
 def test_writer_queue_is_bounded(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "data", "NORMAL", max_queue=3)
-    gate = threading.Event()
+    gate, held = threading.Event(), threading.Event()
+
+    def hold(conn: object) -> bool:
+        held.set()
+        return gate.wait(60)
+
     try:
-        blocked = store.submit(lambda conn: gate.wait(10))
-        time.sleep(0.1)  # the writer holds the first job; the rest wait in the queue
+        blocked = store.submit(hold)
+        assert held.wait(60)  # the writer holds the first job; the rest wait in the queue
         waiting = [store.submit(lambda conn: 1) for _ in range(3)]
         refused = store.submit(lambda conn: 1)
         with pytest.raises(Overloaded, match="write queue is full"):

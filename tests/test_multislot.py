@@ -7,6 +7,7 @@ import itertools
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,14 +16,17 @@ import vowpalwabbit
 from azure.ai.personalizer import PersonalizerAdministrationClient, PersonalizerClient
 from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import HttpResponseError
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from banditloop.config import Settings
 from banditloop.join import training_example
+from banditloop.loop import Loop
 from banditloop.sampling import sample_index, seed_for
 from banditloop.store.base import ClosedEvent, SlotChoice
 from conftest import Server
-from helpers import SDK_ACTIONS, SDK_SLOTS, TIMEOUT, create_loop, poll, query
+from helpers import SDK_ACTIONS, SDK_SLOTS, TIMEOUT, Clock, create_loop, poll, query
 
 #: One xdist worker runs this module: its tests share a module-scoped fixture.
 pytestmark = pytest.mark.xdist_group("multislot")
@@ -59,11 +63,15 @@ def loop_name(endpoint: str) -> str:
 
 
 def decisions(srv: Server, endpoint: str) -> list[dict[str, Any]]:
+    return decisions_in(srv.data_dir, loop_name(endpoint))
+
+
+def decisions_in(data_dir: Path, loop: str) -> list[dict[str, Any]]:
     rows = query(
-        srv.data_dir,
+        data_dir,
         "SELECT event_id, example, action_ids, slots, multislot, outcome FROM decisions "
         "WHERE loop=? ORDER BY seq",
-        (loop_name(endpoint),),
+        (loop,),
     )
     return [
         {
@@ -431,27 +439,30 @@ def test_rewards_aggregate_per_slot(srv: Server) -> None:
     assert row["outcome"]["t"] == pytest.approx([0.75, 0.1, -0.5])
 
 
-def test_multislot_events_wait_for_the_full_window(srv: Server) -> None:
+def test_multislot_events_wait_for_the_full_window(
+    client: TestClient, settings: Settings, clock: Clock
+) -> None:
     """With "earliest", a single-slot event closes at its first reward; a multi-slot one
     waits for its whole window, since more slots may still be rewarded."""
-    endpoint = new_loop(srv, rewardWaitTime="PT4S")
+    r = client.put("/loops/w", json={"policy": CCB, "configuration": {"rewardWaitTime": "PT4S"}})
+    assert r.status_code == 201, r.text
+    loop: Loop = client.app.state.registry.loops["w"]  # type: ignore[attr-defined]
+    loop.trainer.stop()  # the test learns in-process, on its clock
+    base = "/loops/w/personalizer/v1.0/multislot"
     body = {"actions": ACTIONS3, "slots": [{"id": "s1", "baselineAction": "a"}], "eventId": "w"}
-    ranked = time.monotonic()
-    assert (
-        httpx.post(api(endpoint) + "/multislot/rank", json=body, timeout=TIMEOUT).status_code == 201
-    )
+    assert client.post(f"{base}/rank", json=body).status_code == 201
     reward = {"reward": [{"slotId": "s1", "value": 1.0}]}
-    assert (
-        httpx.post(
-            api(endpoint) + "/multislot/events/w/reward", json=reward, timeout=TIMEOUT
-        ).status_code
-        == 204
-    )
-    time.sleep(1.5)
-    assert decisions(srv, endpoint)[0]["outcome"] is None
-    poll(lambda: decisions(srv, endpoint)[0]["outcome"], timeout=15)
-    assert time.monotonic() - ranked >= 3.5
-    assert decisions(srv, endpoint)[0]["outcome"]["r"] == [1.0]
+    assert client.post(f"{base}/events/w/reward", json=reward).status_code == 204
+
+    def outcome() -> Any:
+        return decisions_in(settings.data_dir, "w")[0]["outcome"]
+
+    clock.advance(3.9)
+    assert loop.trainer.drain(clock()) == 0
+    assert outcome() is None
+    clock.advance(0.2)
+    assert loop.trainer.drain(clock()) == 1
+    assert outcome()["r"] == [1.0]
 
 
 # -- what is logged ----------------------------------------------------------------------

@@ -25,7 +25,7 @@ from banditloop.loop import Loop
 from banditloop.observability import JsonFormatter, RequestIdFilter
 from banditloop.policy import DEFAULT_POLICY, Policy
 from banditloop.store.base import JobRecord
-from helpers import V1, actions, pmf_of
+from helpers import V1, Clock, actions, pmf_of
 
 RANK = {
     "contextFeatures": [{"user": {"secret": "s3cr3t-value"}}],
@@ -89,12 +89,14 @@ def traffic(
 # -- /metrics ------------------------------------------------------------------------
 
 
-def test_metrics_count_requests_events_and_rewards_by_kind(client: TestClient) -> None:
+def test_metrics_count_requests_events_and_rewards_by_kind(
+    client: TestClient, clock: Clock
+) -> None:
     before = client.get("/metrics").text  # request metrics are the process's, across apps
     loop = quiet(client)
     ids = traffic(client, 10)
     late = ids[1]  # not rewarded yet; its reward window (1 s) will have passed
-    time.sleep(1.2)
+    clock.advance(1.2)
     assert client.post(f"{V1}/events/{late}/reward", json={"value": 1.0}).status_code == 204
     assert client.post(f"{V1}/events/nosuchevent/reward", json={"value": 1.0}).status_code == 204
     client.post("/loops/default/personalizer/v1.0/rank", json=RANK)
@@ -308,7 +310,7 @@ def test_dashboard_needs_an_admin_key_when_keys_are_set(tmp_path: Path) -> None:
 
 
 def test_dashboard_data_shows_traffic_learning_jobs_and_configuration(
-    client: TestClient,
+    client: TestClient, clock: Clock
 ) -> None:
     loop = quiet(client)
     chosen: dict[str, float] = {}
@@ -342,6 +344,7 @@ def test_dashboard_data_shows_traffic_learning_jobs_and_configuration(
         JobRecord("f1", time.time(), "Succeeded", req, {"featureScores": scores}),
     ).result()
 
+    clock.advance(2)  # every reward window (1 s) has closed
     d = client.get("/dashboard/data?minutes=15").json()
     assert d["loop"] == "default"
     assert d["window"]["minutes"] == 15

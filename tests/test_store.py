@@ -211,7 +211,7 @@ def test_a_write_takes_the_lock_within_milliseconds_of_its_release(tmp_path: Pat
     finally:
         other.close()
         store.close()
-    assert sorted(delays)[2] < 0.02, delays
+    assert sorted(delays)[2] < 0.05, delays  # SQLite's handler: 100 ms steps
 
 
 # -- PostgreSQL: several processes, one trainer per loop ---------------------------------

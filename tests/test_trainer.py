@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 import vowpalwabbit
 
+from banditloop.clock import WALL, Clock
 from banditloop.config import LoopConfig
 from banditloop.join import labelled
 from banditloop.live import LivePolicy
@@ -66,7 +67,7 @@ class Given(LivePolicy):
         pytest.fail("the trainer starts from the model it was given")
 
 
-def make_trainer(store: SqlStore, policy: Policy, cfg: LoopConfig) -> Trainer:
+def make_trainer(store: SqlStore, policy: Policy, cfg: LoopConfig, clock: Clock = WALL) -> Trainer:
     latest = store.latest_model(LOOP)
     return Trainer(
         LOOP,
@@ -76,6 +77,7 @@ def make_trainer(store: SqlStore, policy: Policy, cfg: LoopConfig) -> Trainer:
         latest=latest,
         born=T0,
         batch=4,  # several steps per test: batches must not overlap
+        clock=clock,
     )
 
 
@@ -269,3 +271,19 @@ def test_deferred_never_activated_is_handled_but_not_learned(store: SqlStore) ->
     assert latest is not None and latest.events_learned == 0
     assert weights(latest.blob) == weights(reference_blob([], {}, cfg))
     policy.close()
+
+
+def test_a_model_is_saved_once_per_export_period_when_it_learned(store: SqlStore) -> None:
+    now = [T0]
+    trainer = make_trainer(store, Policy(DEFAULT_POLICY), config(), lambda: now[0])
+    assert trainer.save_if_due() is None  # nothing learned
+    log(store, [decision(0)])
+    assert trainer.drain(T0 + WAIT) == 1
+    now[0] += 3599
+    assert trainer.save_if_due() is None  # not due
+    now[0] += 1
+    saved = trainer.save_if_due()
+    assert saved is not None and saved.events_learned == 1
+    assert store.latest_model(LOOP) == saved
+    now[0] += 7200
+    assert trainer.save_if_due() is None  # due, but nothing new learned

@@ -24,6 +24,7 @@ from .api.items import router as items_router
 from .api.loops import router as loops_router
 from .api.operations import router as operations_router
 from .api.recommendations import router as recommendations_router
+from .clock import WALL, Clock
 from .config import Settings
 from .dashboard import Dashboards
 from .limits import LimitsMiddleware
@@ -63,16 +64,21 @@ def _operation_id(route: APIRoute) -> str:
     return f"{route.name}{re.sub(r'[^A-Za-z0-9]+', '_', route.path_format)}".rstrip("_")
 
 
-def create_app(settings: Settings, worker: bool = False) -> FastAPI:
+def create_app(settings: Settings, worker: bool = False, clock: Clock = WALL) -> FastAPI:
     """The service. A ``worker`` is one of several rank processes of ``serve --workers``:
-    it neither owns the data directory nor trains, and follows the store for models."""
+    it neither owns the data directory nor trains, and follows the store for models.
+    ``clock``: the time the loops and the dashboard go by (tests move it, clock.py)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings)
         shared = is_postgres(settings.store)  # other servers use the store too
         service = open_service(
-            settings, train=settings.trainer and not worker, watch=worker or shared, own=not worker
+            settings,
+            train=settings.trainer and not worker,
+            watch=worker or shared,
+            own=not worker,
+            clock=clock,
         )
         registry = service.registry
         app.state.reranker = reranker = Reranker()  # recommender calls (docs/reranking.md)
@@ -127,7 +133,7 @@ def create_app(settings: Settings, worker: bool = False) -> FastAPI:
     provider = tracer_provider(settings)  # None unless otel_exporter is set (tracing.py)
     if provider is not None:
         instrument_app(app, provider)
-    app.state.dashboards = Dashboards(settings.dashboard_events)
+    app.state.dashboards = Dashboards(settings.dashboard_events, clock)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

@@ -20,6 +20,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from .clock import WALL, Clock
 from .evaluation.estimators import MIN_SUPPORT, OffPolicy
 from .evaluation.jobs import EVALUATION, IMPORTANCE
 from .holdout import lift
@@ -87,8 +88,9 @@ def _entropy(pmf: list[float]) -> float:
 class Dashboards:
     """Per-loop dashboard data, cached; keeps a short in-memory history of the trainer."""
 
-    def __init__(self, max_events: int = 10_000) -> None:
+    def __init__(self, max_events: int = 10_000, clock: Clock = WALL) -> None:
         self.max_events = max_events
+        self.clock = clock
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, int], tuple[float, dict[str, Any]]] = {}
         self._history: dict[str, collections.deque[tuple[float, float, int, int, int]]] = {}
@@ -105,7 +107,7 @@ class Dashboards:
 
     def _compute(self, loop: Loop, minutes: int) -> dict[str, Any]:
         store = loop.store
-        now = time.time()
+        now = self.clock()
         width = minutes * 60 / BUCKETS
         start = now - minutes * 60
         start = math.floor(start / width) * width  # stable bucket edges between refreshes
@@ -279,7 +281,7 @@ def _holdout(loop: Loop, days: int = 7) -> dict[str, Any] | None:
     """The online lift over the last week, when the loop keeps a holdout group."""
     if not loop.wire.holdoutPercentage:
         return None
-    now = time.time()
+    now = loop.clock()
     return lift(loop.logged(now - days * 86400, now))
 
 

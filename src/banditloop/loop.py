@@ -11,7 +11,6 @@ import hashlib
 import logging
 import math
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +22,7 @@ import orjson
 from pydantic import ValidationError
 
 from . import dsjson, logimport, vwcheck
+from .clock import WALL, Clock
 from .config import LoopConfig, ServiceConfiguration, Settings, describe
 from .errors import BadRequest, Conflict
 from .featurize import FeatureLimits
@@ -101,8 +101,11 @@ def iso(ts: float | None) -> str | None:
 class Loop:
     """A named loop; create with :meth:`open`, release with :meth:`close`."""
 
-    def __init__(self, store: SqlStore, settings: Settings, record: LoopRecord) -> None:
+    def __init__(
+        self, store: SqlStore, settings: Settings, record: LoopRecord, clock: Clock = WALL
+    ) -> None:
         self.name = record.name
+        self.clock = clock
         self.store = store
         self.items = Catalogue(store, self.name)  # the catalogue (items.py)
         self.tracked = EventLog(store, self.name)  # tracked user events (recommendations)
@@ -122,17 +125,23 @@ class Loop:
             born=record.created,
             batch=settings.trainer_batch or 32,
             poll=settings.trainer_poll_seconds,
+            clock=clock,
         )
         self._admin = threading.Lock()  # one administrative change at a time
         self.counters: Counter[str] = Counter()  # re-ranking events (rerank.py), since start
 
     @classmethod
     def open(
-        cls, store: SqlStore, settings: Settings, record: LoopRecord, train: bool = True
+        cls,
+        store: SqlStore,
+        settings: Settings,
+        record: LoopRecord,
+        train: bool = True,
+        clock: Clock = WALL,
     ) -> Loop:
         """Open a loop; with ``train`` this process trains it (or, with PostgreSQL, is a
         candidate), first forgetting the marks of a trainer that died before saving them."""
-        loop = cls(store, settings, record)
+        loop = cls(store, settings, record, clock)
         if train:
             loop.trainer.start()
         return loop
@@ -314,7 +323,7 @@ class Loop:
     async def _log(self, req: RankInput, made: PendingDecision) -> bytes:
         """Log a decision durably; a retry with the same body gets the first answer."""
         response = orjson.dumps(made.body)
-        now = time.time()
+        now = self.clock()
         decision = Decision(
             loop=self.name,
             event_id=made.event_id,
@@ -357,14 +366,14 @@ class Loop:
                     "Reward value must be a number between -1 and 1.", "InvalidRewardRequest"
                 )
         fut = self.store.append_rewards(
-            self.name, event_id, rewards, time.time(), self.config.aggregation == "earliest"
+            self.name, event_id, rewards, self.clock(), self.config.aggregation == "earliest"
         )
         await asyncio.wrap_future(fut)
 
     async def activate(self, event_id: str) -> None:
         check_event_id(event_id, "InvalidEventIdToActivate")
         fut = self.store.append_activation(
-            self.name, event_id, time.time(), self.config.aggregation == "earliest"
+            self.name, event_id, self.clock(), self.config.aggregation == "earliest"
         )
         await asyncio.wrap_future(fut)
 
@@ -404,7 +413,7 @@ class Loop:
         """Validate and apply a configuration; takes effect at once, model kept."""
         with self._admin:
             config = new.check(self.wire)
-            now = dt.datetime.now(dt.UTC)
+            now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
             metrics = self.wire.latestApprenticeModeMetrics
             if config.learning_mode == "Apprentice" and self.config.learning_mode != "Apprentice":
                 metrics = {"startTime": iso(now.timestamp())}
@@ -523,4 +532,4 @@ class Loop:
         saved at once as the start of a new lineage; ranks in flight finish on the old."""
         with self.live.lock:
             self.live.load(blob, args)
-            self.trainer.save(blob=blob, born=time.time())
+            self.trainer.save(blob=blob, born=self.clock())

@@ -20,7 +20,6 @@ import os
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -205,15 +204,15 @@ class StoreCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             at, metrics = self._cached
-            if time.monotonic() - at > self.ttl:
-                metrics = self._read()
-                self._cached = (time.monotonic(), metrics)
+            now = self.registry.clock()
+            if abs(now - at) > self.ttl:  # abs: the wall clock may be set back
+                metrics = self._read(now)
+                self._cached = (now, metrics)
         yield from metrics
 
-    def _read(self) -> list[Metric]:
+    def _read(self, now: float) -> list[Metric]:
         reg = self.registry
         store = reg.store
-        now = time.time()
         loops = list(reg.loops.values())
         waits = {loop.name: loop.config.reward_wait for loop in loops}
         self.counts.update(store, waits)

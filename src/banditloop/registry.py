@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 
 from pydantic import ValidationError
 
 from . import vwcheck
 from .auth import ADMIN, CLIENT, keyring
+from .clock import WALL, Clock
 from .config import ServiceConfiguration, Settings, describe
 from .errors import BadRequest, NotFound
 from .loop import Loop
@@ -37,8 +37,11 @@ def check_name(name: str) -> None:
 class Registry:
     """Owns every open Loop; all changes to the set of loops go through here."""
 
-    def __init__(self, store: SqlStore, settings: Settings, train: bool = True) -> None:
+    def __init__(
+        self, store: SqlStore, settings: Settings, train: bool = True, clock: Clock = WALL
+    ) -> None:
         self.store = store
+        self.clock = clock
         self.train = train  # False for offline tools working on a data directory
         self.settings = settings
         self.keys = keyring(settings.client_keys, settings.admin_keys)
@@ -49,7 +52,7 @@ class Registry:
     def open(self) -> None:
         """Open stored loops, then create or re-key the declared ones and the default."""
         for rec in self.store.list_loops():
-            self.loops[rec.name] = Loop.open(self.store, self.settings, rec, self.train)
+            self.loops[rec.name] = self._open(rec)
         for name in {DEFAULT_LOOP, *self.settings.loops}:
             decl = self.settings.loops.get(name)
             check_name(name)
@@ -64,6 +67,9 @@ class Registry:
                 declared = {f: decl.configuration[f] for f in DECLARED if f in decl.configuration}
                 self.loops[name].update_extensions(**declared)
 
+    def _open(self, rec: LoopRecord) -> Loop:
+        return Loop.open(self.store, self.settings, rec, self.train, self.clock)
+
     def watch(self, every: float = 0.5) -> None:
         """In a multi-process server: follow what other processes change in the store."""
         self._watch = Periodic("following the store", every, self.sync)
@@ -77,7 +83,7 @@ class Registry:
                 self.loops.pop(name).close()
             for name, rec in stored.items():
                 if name not in self.loops:
-                    self.loops[name] = Loop.open(self.store, self.settings, rec, self.train)
+                    self.loops[name] = self._open(rec)
         for loop in list(self.loops.values()):
             loop.refresh()
 
@@ -114,10 +120,11 @@ class Registry:
                 config=wire.model_dump(mode="json"),
                 policy_name=name,
                 policy=args,
-                created=time.time(),
+                created=self.clock(),
                 key_hashes=key_hashes or {CLIENT: [], ADMIN: []},
             )
-            loop = Loop(self.store, self.settings, rec)  # fails before anything is stored
+            # fails before anything is stored
+            loop = Loop(self.store, self.settings, rec, self.clock)
             self.store.put_loop(rec).result()
             if self.train:
                 loop.trainer.start()

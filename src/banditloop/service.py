@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import TracebackType
 
+from .clock import WALL, Clock
 from .config import Settings
 from .evaluation.jobs import JobRunner
 from .registry import Registry
@@ -55,12 +56,17 @@ class Service:
 
 
 def open_service(
-    settings: Settings, train: bool = True, watch: bool = False, own: bool = True
+    settings: Settings,
+    train: bool = True,
+    watch: bool = False,
+    own: bool = True,
+    clock: Clock = WALL,
 ) -> Service:
     """Open the store and the loops.  ``train``: this process trains the loops (with
     PostgreSQL: is a candidate) and keeps them (retention, auto-optimization);
     ``watch``: it follows what other processes change in the store; ``own``: it takes
-    the data directory's lock (``serve --workers``: the supervisor holds it)."""
+    the data directory's lock (``serve --workers``: the supervisor holds it); ``clock``:
+    the time the loops go by (clock.py)."""
     lock = own_data_dir(settings) if own else None
     try:
         store = open_store(settings)
@@ -68,7 +74,7 @@ def open_service(
         if lock is not None:
             lock.release()
         raise
-    registry = Registry(store, settings, train=train)
+    registry = Registry(store, settings, train=train, clock=clock)
     service = Service(settings, store, registry, JobRunner(), None, lock)
     try:
         registry.open()

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass, replace
 
+from .clock import WALL, Clock
 from .config import LoopConfig
 from .join import outcome, training_example
 from .live import LivePolicy
@@ -59,8 +59,10 @@ class Trainer:
         born: float,
         batch: int = 32,
         poll: float = 0.05,
+        clock: Clock = WALL,
     ) -> None:
         self.loop = loop
+        self.clock = clock
         self.store = store
         self.live = live
         self.config = config
@@ -72,7 +74,7 @@ class Trainer:
         self._stale = False  # learned more than the store keeps, then lost the lead
         self.batch = batch
         self.poll = poll
-        self.stats = TrainerStats(last_checkpoint=time.time())
+        self.stats = TrainerStats(last_checkpoint=self.clock())
         self._dirty = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -91,7 +93,7 @@ class Trainer:
             if not self.active:
                 self._take_over()
             cfg = self.config
-            events = self.store.closed_events(self.loop, now or time.time(), self.batch)
+            events = self.store.closed_events(self.loop, now or self.clock(), self.batch)
             if not events:
                 return 0
             outcomes = [outcome(ev, cfg) for ev in events]
@@ -178,7 +180,7 @@ class Trainer:
             record = ModelRecord(
                 loop=self.loop,
                 number=0,
-                created=time.time(),
+                created=self.clock(),
                 blob=blob if blob is not None else policy.save(),
                 policy=policy.args,
                 events_learned=self.events_learned,
@@ -204,13 +206,17 @@ class Trainer:
             self.born = model.born
             self._dirty = False
 
+    def save_if_due(self) -> ModelRecord | None:
+        """Save the model once it has learned something and modelExportFrequency has
+        passed since the last save."""
+        due = self.clock() - self.stats.last_checkpoint >= self.config.export_every
+        return self.save() if self._dirty and due else None
+
     def run(self) -> None:
         while not self._stop.is_set():
             try:
                 handled = self.step()
-                due = time.time() - self.stats.last_checkpoint >= self.config.export_every
-                if self._dirty and due:
-                    self.save()
+                self.save_if_due()
             except Exception:  # keep training; the store or VW may recover
                 log.exception("trainer step failed for loop %s", self.loop)
                 handled = 0

@@ -11,7 +11,6 @@ policy search when one is due (evaluation/service.py).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -100,8 +99,9 @@ class Upkeep:
 
     def run_once(self, now: float | None = None) -> int:
         """Retention, then auto-optimization where one is due; returns events deleted."""
+        now = self.registry.clock() if now is None else now
         loops = [loop for loop in list(self.registry.loops.values()) if loop.trainer.active]
-        deleted = apply_retention(loops, now or time.time())
+        deleted = apply_retention(loops, now)
         if deleted:
             log.info("retention deleted %d events", deleted)
         for loop in loops:

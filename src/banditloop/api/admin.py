@@ -234,6 +234,6 @@ async def import_logs(
         async for chunk in request.stream():
             body.write(chunk)
         body.seek(0)
-        lines = lines_of(body)  # type: ignore[arg-type]
+        lines = lines_of(body)
         summary = await run_in_threadpool(lambda: loop.import_lines(lines, learn))
     return summary.to_json()

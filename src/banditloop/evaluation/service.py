@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -50,7 +49,7 @@ def create(
             raise BadRequest(
                 "Multi-slot policies cannot be evaluated yet.", "InvalidEvaluationContract"
             )
-    job = JobRecord(job_id, time.time(), "Running", request)
+    job = JobRecord(job_id, loop.clock(), "Running", request)
     if not loop.store.put_job(loop.name, kind, job).result():
         raise BadRequest(f"{LABEL[kind]} with id {job_id} already exists.", EXISTS[kind])
 
@@ -139,7 +138,7 @@ def auto_optimize(runner: JobRunner, loop: Loop, now: float | None = None) -> Jo
     wire = loop.wire
     if not wire.isAutoOptimizationEnabled or loop.policy.multislot:
         return None
-    now = now or time.time()
+    now = loop.clock() if now is None else now
     every = parse_duration(wire.autoOptimizationFrequency or "P7D", "autoOptimizationFrequency")
     start = wire.autoOptimizationStartDate.timestamp() if wire.autoOptimizationStartDate else 0.0
     runs = [j for j in loop.store.get_jobs(loop.name, EVALUATION) if j.id.startswith(AUTO_PREFIX)]

@@ -55,11 +55,11 @@ class PgConnection:
         self.raw = raw
 
     def execute(self, query: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
-        return self.raw.execute(_pg(query), params)  # type: ignore[arg-type]
+        return self.raw.execute(_pg(query), params)
 
     def executemany(self, query: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
         cur = self.raw.cursor()
-        cur.executemany(_pg(query), rows)  # type: ignore[arg-type]
+        cur.executemany(_pg(query), rows)
         return cur
 
 
@@ -88,7 +88,7 @@ class _PooledReader:
 
     def execute(self, query: str, params: Sequence[Any] = ()) -> _Rows:
         with self.pool.connection() as raw:
-            cur = raw.execute(_pg(query), params)  # type: ignore[arg-type]
+            cur = raw.execute(_pg(query), params)
             return _Rows(cur.fetchall() if cur.description else [], cur.rowcount)
 
 
@@ -112,7 +112,7 @@ def migrate(url: str) -> None:
             if m.name in done:
                 continue
             for statement in m.sql("postgresql"):
-                conn.execute(statement)  # type: ignore[arg-type]
+                conn.execute(statement)
             conn.execute("INSERT INTO banditloop_migrations VALUES (%s, %s)", (m.name, time.time()))
             log.info("postgresql store: applied migration %s", m.name)
 
