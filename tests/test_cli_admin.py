@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from click.testing import CliRunner, Result
 
 from banditloop.cli import main
 from conftest import Server
-from helpers import TIMEOUT, actions, query, scalar
+from helpers import TIMEOUT, actions, poll, query, scalar
 
 #: One xdist worker runs this module: its tests share a module-scoped fixture.
 pytestmark = pytest.mark.xdist_group("cli_admin")
@@ -264,6 +265,23 @@ def test_url_model_logs_loops(srv: Server, tmp_path: Path) -> None:
     assert "InvalidModelImportFormat" in run("model", "import", *key, str(bad), ok=False).output
 
     assert out_json(run("logs", "info", *key))["dateRange"]["from"] is not None
+
+    def served() -> bytes:  # the closed events (reward windows of 1 s)
+        return httpx.get(
+            srv.url + V1 + "/logs/export",
+            headers={"Ocp-Apim-Subscription-Key": ADMIN_KEY},
+            timeout=TIMEOUT,
+        ).content
+
+    all_three = poll(lambda: (b := served()).count(b"\n") == 3 and b, 120, "3 events exported")
+    exported = tmp_path / "logs.json"
+    run("logs", "export", *key, "-o", str(exported))
+    assert exported.read_bytes() == all_three
+    assert [orjson.loads(x)["EventId"] for x in exported.read_bytes().splitlines()] == [
+        "k1", "k2", "k3"
+    ]  # fmt: skip
+    refused = run("logs", "export", "--url", srv.url, "-o", str(exported), ok=False)
+    assert "Unauthorized" in refused.output
     r = run("logs", "delete", *key, "--feature", "user.id", "--value", "u2")
     assert "deleted 2 events" in r.output
     assert "deleted 1 events" in run("logs", "delete", *key, "--event-id", "k1").output

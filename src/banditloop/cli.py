@@ -22,7 +22,7 @@ from . import dsjson
 from .admin_client import Admin, LocalAdmin, open_admin
 from .config import Settings, describe
 from .dsjson import parse_timestamp
-from .errors import BanditloopError
+from .errors import BadRequest, BanditloopError
 from .evaluation import report
 from .evaluation.importance import feature_importance
 from .evaluation.jobs import run_evaluation
@@ -627,23 +627,17 @@ def logs_export(
     n = 0
     with output.open("wb") as out:
         if url:
-            prefix = ("" if loop == "default" else f"/loops/{loop}") + "/personalizer/v1.0"
-            params = {"startTime": _iso(t0), "endTime": _iso(t1)}
-            headers = {"Ocp-Apim-Subscription-Key": api_key} if api_key else {}
+            from .client import Client
+
+            span = (dt.datetime.fromtimestamp(t, dt.UTC) for t in (t0, t1))
             try:
-                with httpx.stream(
-                    "GET",
-                    url.rstrip("/") + prefix + "/logs/export",
-                    params=params,
-                    headers=headers,
-                    timeout=None,
-                ) as r:
-                    if r.status_code != 200:
-                        raise click.ClickException(f"HTTP {r.status_code}: {r.read()[:300]!r}")
-                    for line in r.iter_lines():
-                        out.write(line.encode() + b"\n")
+                with Client(url, key=api_key, loop=loop) as bl:
+                    for line in bl.lines(bl.export_log_lines(*span)):
+                        out.write(line + b"\n")
                         n += 1
                         _tick(n)
+            except BanditloopError as ex:
+                raise click.ClickException(f"{ex.message} ({ex.code})") from None
             except httpx.HTTPError as ex:
                 raise click.ClickException(f"talking to {url}: {ex}") from None
         else:
@@ -660,10 +654,6 @@ def logs_export(
 def _tick(n: int) -> None:
     if n % 10_000 == 0 and sys.stderr.isatty():
         click.echo(f"\r{n} events ...", nl=False, err=True)
-
-
-def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
 
 
 @logs.command("import")
@@ -751,13 +741,8 @@ def _importer(
 ) -> Iterator[Callable[[Path], Any]]:
     """Upload files to POST .../logs/import, streamed in chunks: a large file is never
     held in memory, and 1M events cost one request per file, not 1M."""
-    from .errors import BadRequest
+    from .client import Client
     from .logimport import ImportSummary
-
-    prefix = ("" if loop == "default" else f"/loops/{loop}") + "/personalizer/v1.0"
-    headers = {"Ocp-Apim-Subscription-Key": api_key} if api_key else {}
-    params = {} if learn else {"learn": "false"}
-    endpoint = url.rstrip("/") + prefix + "/logs/import"
 
     def chunks(path: Path) -> Iterator[bytes]:
         sent = 0
@@ -768,25 +753,18 @@ def _importer(
                     click.echo(f"\r{path}: {sent >> 20} MiB sent ...", nl=False, err=True)
                 yield chunk
 
-    with httpx.Client(timeout=httpx.Timeout(30.0, read=None)) as http:
+    with Client(url, key=api_key, loop=loop) as bl:
 
         def upload(path: Path) -> ImportSummary:
             try:
-                r = http.post(endpoint, content=chunks(path), params=params, headers=headers)
+                r = bl.send(bl.import_logs(chunks(path), learn))
             except httpx.HTTPError as ex:
                 raise click.ClickException(f"talking to {url}: {ex}") from None
-            if r.status_code == 200:
-                body = r.json()
-                return ImportSummary(
-                    body["lines"], body["events"], body["duplicates"], body["multiSlotLines"]
-                )
-            try:
-                err = r.json()["error"]
-            except (ValueError, KeyError, TypeError):
-                raise click.ClickException(f"HTTP {r.status_code}: {r.text[:300]}") from None
-            if r.status_code != 400:
-                raise click.ClickException(f"HTTP {r.status_code}: {err.get('message')}")
-            raise BadRequest(err["message"], err["code"], details=err.get("details"))
+            except BadRequest:
+                raise  # its refused lines are listed
+            except BanditloopError as ex:
+                raise click.ClickException(f"{ex.message} ({ex.code})") from None
+            return ImportSummary(r.lines, r.events, r.duplicates, r.multiSlotLines)
 
         yield upload
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from .api.admin import Deleted, LogsProperties, ModelProperties, PolicyContract
+from .api.admin import Deleted, ImportResult, LogsProperties, ModelProperties, PolicyContract
 from .api.items import ItemIn, ItemOut, Upserted
 from .api.loops import LoopInfo, LoopSpec
 from .api.recommendations import Recommendation, RecommendIn, Tracked
@@ -65,6 +65,7 @@ _ERRORS: dict[int, type[BanditloopError]] = {
     503: Unavailable,
 }
 _SAFE = frozenset({"GET", "PUT", "DELETE"})
+UNHURRIED = httpx.Timeout(30.0, read=None)  # for a long upload or download
 
 
 def error_of(response: httpx.Response) -> BanditloopError:
@@ -73,8 +74,10 @@ def error_of(response: httpx.Response) -> BanditloopError:
     try:
         err = response.json()["error"]
         code, message, target = str(err["code"]), str(err["message"]), err.get("target")
+        details = err.get("details")
     except (ValueError, KeyError, TypeError):
-        code, message, target = None, f"HTTP {response.status_code}: {response.text[:200]}", None
+        code, message = None, f"HTTP {response.status_code}: {response.text[:200]}"
+        target = details = None
     retry = response.headers.get("retry-after")
     seconds = int(retry) if retry and retry.isdigit() else None
     ex: BanditloopError
@@ -82,7 +85,7 @@ def error_of(response: httpx.Response) -> BanditloopError:
         ex = RateLimited(message, seconds or 1)
         ex.code = code or ex.code
     else:
-        ex = _ERRORS.get(response.status_code, BanditloopError)(message, code, target)
+        ex = _ERRORS.get(response.status_code, BanditloopError)(message, code, target, details)
         ex.retry_after = seconds
     ex.status = response.status_code
     return ex
@@ -96,13 +99,16 @@ class Call(Generic[T]):
     path: str
     read: Callable[[httpx.Response], T]
     json: Any = None
-    content: bytes | None = None
+    content: bytes | Iterable[bytes] | None = None  # an iterable is streamed, never resent
     params: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     safe: bool = False  # may be repeated when an answer may have been lost
+    timeout: httpx.Timeout | None = None  # None: the client's
 
     def __post_init__(self) -> None:
         self.safe = self.safe or self.method in _SAFE
+        if self.content is not None and not isinstance(self.content, bytes):
+            self.safe = False
 
 
 def _none(_: httpx.Response) -> None:
@@ -227,6 +233,26 @@ class Endpoints:
             return [orjson.loads(line) for line in r.content.splitlines() if line.strip()]
 
         return Call("GET", self._p("/logs/export"), read, params=_times(start, end))
+
+    def export_log_lines(
+        self, start: datetime | None = None, end: datetime | None = None
+    ) -> Call[None]:
+        """:meth:`export_logs` for :meth:`Client.lines`: one DSJSON line at a time."""
+        params = _times(start, end)
+        return Call("GET", self._p("/logs/export"), _none, params=params, timeout=UNHURRIED)
+
+    def import_logs(self, chunks: Iterable[bytes], learn: bool = True) -> Call[ImportResult]:
+        """Upload DSJSON decisions, streamed (gzip-compressed or not); read timeout off,
+        since the server checks the whole upload before it answers."""
+        return Call(
+            "POST",
+            self._p("/logs/import"),
+            _model(ImportResult),
+            content=chunks,
+            params={} if learn else {"learn": "false"},
+            headers={"Content-Type": "application/x-ndjson"},
+            timeout=UNHURRIED,
+        )
 
     def delete_logs(self) -> Call[None]:
         return Call("DELETE", self._p("/logs"), _none)
@@ -398,6 +424,7 @@ class _Base(Endpoints):
             content=call.content,
             params=call.params or None,
             headers=call.headers or None,
+            timeout=call.timeout or self.http.timeout,  # type: ignore[attr-defined]
         )
 
 
@@ -443,6 +470,18 @@ class Client(_Base):
                     raise
                 time.sleep(_backoff(ex, attempt))
         raise AssertionError("unreachable")
+
+    def lines(self, call: Call[Any]) -> Iterator[bytes]:
+        """The lines of a streamed answer (a log export), never held whole in memory."""
+        r = self.http.send(self._request(call), stream=True)
+        try:
+            if r.status_code >= 400:
+                r.read()
+                raise error_of(r)
+            for line in r.iter_lines():
+                yield line.encode()
+        finally:
+            r.close()
 
     def close(self) -> None:
         self.http.close()
