@@ -99,10 +99,16 @@ class Trainer:
             outcomes = [outcome(ev, cfg) for ev in events]
             learned = self._learn(events, outcomes)
             try:
-                self.store.mark_learned(self.loop, outcomes, self.mark).result()
+                marked = self.store.mark_learned(
+                    self.loop, outcomes, self.mark, onto=self.saved
+                ).result()
             except Exception:  # learned but not marked: start again from the saved model
                 self.active, self._stale, self._dirty = False, True, False
                 raise
+            if not marked:  # another process saved a model meanwhile: learn them into it
+                log.info("loop %s: a model was saved elsewhere; taking it over", self.loop)
+                self.active, self._stale, self._dirty = False, True, False
+                return 0
             self.stats.learned += learned
             self.events_learned += learned
             self._dirty = self._dirty or learned > 0  # skipped events leave the model as is

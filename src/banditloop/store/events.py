@@ -12,6 +12,7 @@ import orjson
 
 from .base import ClosedEvent, Decision, LoggedEvent, LogRange, Outcome, SlotChoice
 from .db import Conn, Queries, Reader, chunks, marks
+from .models import newest
 
 DECISION_COLS = (
     "loop, event_id, ts, close_at, deferred, request_hash, example, action_ids, slots, mode, "
@@ -314,17 +315,25 @@ class Events(Queries):
             for seq, eid, ts, deferred, example, slots, mode, multislot, holdout in rows
         ]
 
-    def mark_learned(self, loop: str, outcomes: list[Outcome], mark: int) -> Future[None]:
-        """Mark events as handled under the trainer's mark, with what they were learned as."""
+    def mark_learned(
+        self, loop: str, outcomes: list[Outcome], mark: int, onto: int | None = None
+    ) -> Future[bool]:
+        """Mark events as handled under the trainer's mark, with what they were learned as.
+        With ``onto``, only while model ``onto`` is the newest (else False, nothing marked):
+        the events went into a model that another process has replaced (a reset, import or
+        policy change), and must be learned again into the new one."""
         rows = [(mark, outcome_json(o), o.seq) for o in outcomes]
 
-        def job(conn: Conn) -> None:
+        def job(conn: Conn) -> bool:
             self._check_lead(conn, loop)
+            if onto is not None and newest(conn, loop) != onto:
+                return False
             conn.executemany(
                 # by primary key alone: with ``loop=?`` PostgreSQL may scan decisions_open
                 "UPDATE decisions SET learned_in=?, outcome=? WHERE seq=? AND learned_in IS NULL",
                 rows,
             )
+            return True
 
         return self.submit(job)
 
