@@ -135,6 +135,40 @@ def test_a_second_loop_on_the_store_follows_the_models_the_first_saves(
         trainer.close()
 
 
+def test_events_learned_into_a_model_replaced_elsewhere_are_learned_again(
+    store: SqlStore, settings: Settings
+) -> None:
+    """A worker process resets the model while the trainer process learns: what the
+    trainer learned into the replaced model before it noticed is not marked, and goes
+    into the new model once the trainer has loaded it."""
+    trainer = make_loop(store, settings)
+    record = store.get_loop("lib")
+    assert record is not None
+    worker = Loop(store, settings, record)
+    later = time.time() + LATER
+
+    def traffic(ids: range) -> None:
+        for i in ids:
+            rank(worker, f"e{i}", "ann")
+            asyncio.run(worker.reward(f"e{i}", 1.0))
+
+    try:
+        traffic(range(4))
+        assert trainer.trainer.drain(later) == 4
+        worker.reset_model()  # a new model, saved by the worker
+        traffic(range(4, 8))
+        assert trainer.trainer.step(later) == 0  # learned into the replaced model: refused
+        assert store.count_learned("lib") == 4
+        trainer.refresh()  # what the trainer process does every 0.5 s
+        assert trainer.trainer.drain(later) == 4
+        assert store.count_learned("lib") == 8
+        saved = trainer.trainer.save()
+        assert saved is not None and saved.events_learned == 4  # the four after the reset
+    finally:
+        worker.close()
+        trainer.close()
+
+
 def test_a_registry_keeps_the_set_of_loops_of_every_process(
     store: SqlStore, settings: Settings
 ) -> None:

@@ -15,7 +15,7 @@ from banditloop.live import LivePolicy
 from banditloop.policy import DEFAULT_POLICY, Policy
 from banditloop.ranking import plan
 from banditloop.store import SqlStore
-from banditloop.store.base import Decision, ModelRecord, SlotChoice
+from banditloop.store.base import Decision, SlotChoice
 from banditloop.trainer import Trainer
 
 LOOP = "default"
@@ -287,30 +287,3 @@ def test_a_model_is_saved_once_per_export_period_when_it_learned(store: SqlStore
     assert store.latest_model(LOOP) == saved
     now[0] += 7200
     assert trainer.save_if_due() is None  # due, but nothing new learned
-
-
-def test_events_learned_into_a_model_replaced_elsewhere_are_learned_again(
-    store: SqlStore,
-) -> None:
-    """A worker process resets the model (or changes the policy) while the trainer
-    process learns: what the trainer learned into the replaced model before it noticed
-    is not marked, and goes into the new model."""
-    trainer = Trainer(
-        LOOP, store, LivePolicy(Policy(DEFAULT_POLICY)), config(), None, born=T0, batch=4
-    )
-    log(store, [decision(i) for i in range(4)])
-    assert trainer.drain(T0 + WAIT + 1) == 4
-    fresh = Policy(DEFAULT_POLICY)
-    blob = fresh.save()
-    fresh.close()
-    record = ModelRecord(LOOP, 0, T0, fresh.args, 0, born=T0 + 1, blob=blob)
-    replaced = store.save_model(record, None).result()  # the other process's reset
-    assert replaced is not None and replaced.covers == 1
-    log(store, [decision(i) for i in range(4, 8)])
-    assert trainer.step(T0 + WAIT + 1) == 0  # learned into the replaced model: refused
-    assert store.count_learned(LOOP) == 4
-    assert trainer.drain(T0 + WAIT + 1) == 4  # taken over, learned into the new one
-    assert store.count_learned(LOOP) == 8
-    assert trainer.saved == replaced.number and trainer.events_learned == 4
-    trainer.save()
-    assert store.latest_model(LOOP).events_learned == 4  # type: ignore[union-attr]

@@ -105,9 +105,10 @@ class Trainer:
             except Exception:  # learned but not marked: start again from the saved model
                 self.active, self._stale, self._dirty = False, True, False
                 raise
-            if not marked:  # another process saved a model meanwhile: learn them into it
-                log.info("loop %s: a model was saved elsewhere; taking it over", self.loop)
-                self.active, self._stale, self._dirty = False, True, False
+            if not marked:  # another process saved a model: Loop.refresh loads it, and
+                # these events are learned again into it
+                log.info("loop %s: a model was saved elsewhere; waiting to load it", self.loop)
+                self._dirty = False
                 return 0
             self.stats.learned += learned
             self.events_learned += learned
