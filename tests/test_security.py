@@ -16,6 +16,7 @@ import signal
 import struct
 import subprocess
 import sys
+import textwrap
 import time
 import tracemalloc
 import zipfile
@@ -502,6 +503,45 @@ def test_a_crashing_job_fails_alone_and_the_next_one_runs(tmp_path: Path) -> Non
     assert by_id["c"].status == "Failed"
     assert "process died" in by_id["c"].result["error"]
     assert by_id["e"].status == "Succeeded", by_id["e"].result
+
+
+def sleep_job(db: str, loop: str, request: dict[str, Any], policy: str) -> dict[str, Any]:
+    """A job that writes its process ID to ``db`` and runs for ten minutes."""
+    Path(db).write_text(str(os.getpid()))
+    time.sleep(600)
+    return {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in state  # a zombie has ended
+
+
+def test_a_job_process_ends_when_the_server_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the server leaves no job process behind (it held 300 MB, forever)."""
+    pid_file = tmp_path / "job.pid"
+    script = textwrap.dedent(f"""
+        import time
+        from banditloop.evaluation.jobs import JobRunner
+        from banditloop.store.base import JobRecord
+        from test_security import sleep_job
+        runner = JobRunner({{"sleep": sleep_job}})
+        record = JobRecord("j", 0.0, "Running", {{}})
+        runner.submit("sleep", {str(pid_file)!r}, "loop", record, "", lambda r: None)
+        time.sleep(600)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    server = subprocess.Popen([sys.executable, "-c", script], env=env)
+    try:
+        job = int(poll(lambda: pid_file.exists() and pid_file.read_text(), 120, "the job"))
+        assert _alive(job)
+    finally:
+        server.kill()
+        server.wait()
+    poll(lambda: not _alive(job), 30, "the job's process to end")
 
 
 def test_an_evaluation_policy_that_crashes_vw_is_refused(client: TestClient) -> None:

@@ -11,6 +11,7 @@ import base64
 import collections
 import logging
 import multiprocessing
+import os
 import resource
 import threading
 import time
@@ -141,13 +142,23 @@ def series(policy: dict[str, Any], interval_minutes: int, window: str) -> list[d
 
 JobFn = Callable[[str, str, dict[str, Any], str], dict[str, Any]]
 MEMORY_CAP = 4 << 30  # bytes a job's process may use (VW workspaces of up to 10 policies)
+ORPHAN_CHECK_SECONDS = 1.0  # how soon a job's process notices the server is gone
 
 
 def _confine() -> None:
     """In the job's process: a memory cap, so that a policy asking for too many weights
-    fails its job instead of the machine."""
+    fails its job instead of the machine; and an end when the server's process ends,
+    even by kill -9 (the pool's own pipes would keep an orphan waiting forever)."""
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    parent = os.getppid()
+
+    def follow() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=follow, name="follow-parent", daemon=True).start()
 
 
 @dataclass
