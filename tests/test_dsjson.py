@@ -493,9 +493,11 @@ def test_export_memory_stays_flat(traffic: Traffic, tmp_path: Path) -> None:
         )
         template[at["loop"]] = "big"
 
+        first = time.time() - n  # recent: retention (90 days) must not take them meanwhile
+
         def row(k: int) -> list[Any]:
             out = list(template)
-            out[at["event_id"]], out[at["ts"]] = f"synthetic-{k}", 1_700_000_000 + k
+            out[at["event_id"]], out[at["ts"]] = f"synthetic-{k}", first + k
             return out
 
         conn.executemany(
