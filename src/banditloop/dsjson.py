@@ -268,19 +268,22 @@ class LineReader:
         """The decoded line, and the catalogue it holds if it was met before."""
         known = self._last
         if known is not None and isinstance(text, bytes):
-            at = text.find(known.span[:HEAD])  # then compared: faster than finding it all
-            if at >= 0 and not text.startswith(known.span, at):
-                at = text.find(known.span)
-            if at >= 0 and self._token_bytes not in text:
-                swapped = text[:at] + self._placeholder + text[at + len(known.span) :]
-                try:
-                    obj = orjson.loads(swapped)
-                except orjson.JSONDecodeError:
-                    obj = None  # decoded again below, for the error
-                c = obj.get("c") if isinstance(obj, dict) else None
-                if isinstance(c, dict) and c.get("_multi") == self._token:
-                    c["_multi"] = known.multi  # shared: never changed
-                    return obj, known
+            span = known.span
+            at = text.find(span[:HEAD])  # then compared: faster than finding it all
+            if at >= 0 and not text.startswith(span, at):
+                at = text.find(span)
+            if at >= 0:
+                head, tail = text[:at], text[at + len(span) :]
+                token = self._token_bytes
+                if token not in head and token not in tail:
+                    try:
+                        obj = orjson.loads(head + self._placeholder + tail)
+                    except orjson.JSONDecodeError:
+                        obj = None  # decoded again below, for the error
+                    c = obj.get("c") if isinstance(obj, dict) else None
+                    if isinstance(c, dict) and c.get("_multi") == self._token:
+                        c["_multi"] = known.multi  # shared: never changed
+                        return obj, known
         return loads_line(text), None
 
     def parse(self, obj: Any, known: _Catalogue | None, limits: FeatureLimits) -> Imported:
