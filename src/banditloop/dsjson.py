@@ -203,13 +203,13 @@ def _parse(
     slot = SlotChoice(None, order, list(map(float, obj["p"])), 0, 0, 0)
     if known is None:
         ids = [_action_id(m, i) for i, m in enumerate(multi)]
-        example = orjson.dumps(context)
-    else:  # the same bytes: orjson writes an object as its members joined
+        example = orjson.dumps(context).decode()
+    else:  # the same text: orjson writes an object as its members joined
         ids = known.ids
-        example = b"{%b}" % b",".join(
-            orjson.dumps(k) + b":" + (whole if k == "_multi" else orjson.dumps(v))
-            for k, v in context.items()
-        )
+        members = [
+            known.member if k == "_multi" else _text(k) + ":" + _text(v) for k, v in context.items()
+        ]
+        example = "{" + ",".join(members) + "}"
     decision = Decision(
         loop=loop,
         event_id=obj["EventId"],
@@ -217,7 +217,7 @@ def _parse(
         close_at=ts,
         deferred=bool(obj.get("_skipLearn")),
         request_hash="imported",
-        example=example.decode(),
+        example=example,
         action_ids=ids,
         slots=[slot],
         response=b"{}",
@@ -235,6 +235,10 @@ def _action_id(action: dict[str, Any], index: int) -> str:
     return str(ident if ident is not None else action.get("_tag", index))
 
 
+def _text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 @dataclass(frozen=True)
 class _Catalogue:
     """A ``c._multi`` checked by this import."""
@@ -242,6 +246,7 @@ class _Catalogue:
     multi: list[Any]
     whole: bytes  # as orjson writes it
     span: bytes  # the member ``"_multi":<whole>``, as it stands in a compact line
+    member: str  # span as text, as it stands in the stored example
     ids: list[str]  # its action ids, shared by the decisions made of it
 
 
@@ -293,7 +298,8 @@ class LineReader:
             known = self._catalogues.get(whole)
             if known is None and whole in self.seen and len(self._catalogues) < MAX_CATALOGUES:
                 d = item.decision
-                known = _Catalogue(obj["c"]["_multi"], whole, b'"_multi":' + whole, d.action_ids)
+                span = b'"_multi":' + whole
+                known = _Catalogue(obj["c"]["_multi"], whole, span, span.decode(), d.action_ids)
                 self._catalogues[whole] = known
         if known is not None:
             self._last = known
