@@ -15,7 +15,10 @@ import pytest
 from click.testing import CliRunner
 
 from banditloop.cli import main
-from banditloop.dsjson import timestamp
+from banditloop.config import Settings
+from banditloop.dsjson import parse_line, timestamp
+from banditloop.errors import BadRequest
+from banditloop.service import open_service
 from conftest import Server, free_port
 from helpers import POSTGRES, TIMEOUT, V1, query, scalar
 
@@ -176,3 +179,65 @@ def test_the_import_endpoint_checks_the_whole_upload(server: Server) -> None:
     assert json.loads(httpx.get(f"{server.url}{V1}/logs/properties", timeout=TIMEOUT).text)[
         "dateRange"
     ]["from"]
+
+
+def import_bytes(data: Path, lines: list[bytes]) -> None:
+    """``Loop.import_lines`` (what ``logs import`` and POST .../logs/import run)."""
+    with open_service(Settings(data_dir=data), train=False) as service:
+        service.registry.get("default").import_lines(lines)
+
+
+def test_a_repeated_catalogue_is_stored_as_each_line_alone_would_be(tmp_path: Path) -> None:
+    """The import recognizes the catalogue (``c._multi``) of the line before by its
+    bytes: each line is still stored as it is when parsed alone, its example being its
+    ``c`` as orjson writes it, whatever the order and spelling of its keys."""
+    objs = [azure_line(n, T0 + n) for n in range(7)]
+    multi = objs[0]["c"]["_multi"]
+    objs[2]["c"] = {"_multi": multi, 'k\u2028"é': {"a\\b": "x", "n": 1.5e-7}}  # _multi first
+    objs[3]["c"]["FromUrl"] = [{"x": '"_multi":'}, {"y": orjson.dumps(multi).decode()}]
+    objs[4]["c"]["_multi"] = [{**multi[0], "j": [{"kind": "ristretto"}]}, *multi[1:]]
+    objs[5]["c"]["_multi"] = [{"i": {"id": a}} for a in ("x", "y", "z")]  # other ids
+    lines = [orjson.dumps(o) + b"\n" for o in objs]
+    lines[6] = lines[6].replace(b'"c":{', b'"c": {')  # a spelling orjson does not write
+    import_bytes(tmp_path, lines)
+    rows = query(tmp_path, "SELECT event_id, example, action_ids FROM decisions ORDER BY seq")
+    for obj, text, (event_id, example, ids) in zip(objs, lines, rows, strict=True):
+        alone = parse_line(text, "default").decision
+        assert (event_id, example, orjson.loads(ids)) == (
+            alone.event_id,
+            alone.example,
+            alone.action_ids,
+        )
+        assert example == orjson.dumps(obj["c"]).decode()
+    assert [orjson.loads(r[2]) for r in rows[4:6]] == [
+        ["espresso", "latte", "tea"],
+        ["x", "y", "z"],
+    ]
+
+
+def _with_catalogue_elsewhere(kind: str) -> bytes:
+    """A line holding the catalogue of the line before byte for byte, but not as its own
+    ``c._multi`` (which is refused)."""
+    obj = azure_line(1, T0 + 1)
+    member = b'"_multi":' + orjson.dumps(obj["c"]["_multi"])
+    if kind == "duplicate key":  # JSON's last one counts
+        return orjson.dumps(obj).replace(member, member + b',"_multi":[]')
+    if kind == "before c":
+        obj = {"x": {"_multi": obj["c"]["_multi"]}, **obj}
+    elif kind == "in a key":
+        obj["c"] = {'k"_multi': obj["c"]["_multi"], **obj["c"]}
+    obj["c"]["_multi"] = None if kind != "in a key" else []
+    return orjson.dumps(obj)
+
+
+@pytest.mark.parametrize("kind", ["duplicate key", "before c", "in a key"])
+def test_a_catalogue_met_elsewhere_in_a_line_is_not_taken_for_its_own(
+    tmp_path: Path, kind: str
+) -> None:
+    lines = [orjson.dumps(azure_line(0, T0)), _with_catalogue_elsewhere(kind)]
+    with pytest.raises(BadRequest) as caught:
+        import_bytes(tmp_path, lines)
+    assert caught.value.message == (
+        "line 2: c._multi must be a non-empty list of actions.; nothing was imported."
+    )
+    assert scalar(tmp_path, "SELECT count(*) FROM decisions") == 0

@@ -13,6 +13,7 @@ again, so that a loop can be evaluated or warm-started on them.
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -26,6 +27,8 @@ from .store.base import Decision, LoggedEvent, SlotChoice
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 MAX_IMPORT_ACTIONS = 10_000  # as Settings.max_actions can be raised to
+MAX_CATALOGUES = 100  # distinct catalogues one import recognizes by their bytes
+HEAD = 64  # bytes of a catalogue looked for in a line
 
 
 def timestamp(ts: float) -> str:
@@ -173,8 +176,22 @@ def parse_object(
 ) -> Imported:
     """A decoded single-slot DSJSON line as a decision plus its reward (see parse_line);
     ``seen``: the actions checked already by this import (logcheck.context)."""
-    limits = limits or FeatureLimits(logcheck.CODE)
-    values = logcheck.line(obj, limits, MAX_IMPORT_ACTIONS, seen)
+    return _parse(obj, loop, limits or FeatureLimits(logcheck.CODE), seen)[0]
+
+
+def _parse(
+    obj: Any,
+    loop: str,
+    limits: FeatureLimits,
+    seen: dict[bytes, int] | None,
+    known: _Catalogue | None = None,
+    mode: str = "Online",
+) -> tuple[Imported, bytes]:
+    """parse_object, and the JSON of the line's catalogue (logcheck.Checked); ``known``:
+    the line's ``c._multi`` is that catalogue, checked before (LineReader)."""
+    values, whole = logcheck.line(
+        obj, limits, MAX_IMPORT_ACTIONS, seen, known.whole if known else None
+    )
     try:
         ts = parse_timestamp(obj["Timestamp"])
     except (ValueError, OverflowError):
@@ -183,8 +200,16 @@ def parse_object(
         raise BadRequest("Timestamp must be between 1970 and 9999.", logcheck.CODE)
     context, multi = obj["c"], obj["c"]["_multi"]
     order = [a - 1 for a in obj["a"]]  # 0-based, chosen first
-    slot = SlotChoice(None, order, [float(p) for p in obj["p"]], 0, 0, 0)
-    ids = [_action_id(m, i) for i, m in enumerate(multi)]
+    slot = SlotChoice(None, order, list(map(float, obj["p"])), 0, 0, 0)
+    if known is None:
+        ids = [_action_id(m, i) for i, m in enumerate(multi)]
+        example = orjson.dumps(context).decode()
+    else:  # the same text: orjson writes an object as its members joined
+        ids = known.ids
+        members = [
+            known.member if k == "_multi" else _text(k) + ":" + _text(v) for k, v in context.items()
+        ]
+        example = "{" + ",".join(members) + "}"
     decision = Decision(
         loop=loop,
         event_id=obj["EventId"],
@@ -192,14 +217,15 @@ def parse_object(
         close_at=ts,
         deferred=bool(obj.get("_skipLearn")),
         request_hash="imported",
-        example=orjson.dumps(context).decode(),
+        example=example,
         action_ids=ids,
         slots=[slot],
         response=b"{}",
         model_version=str((obj.get("VWState") or {}).get("m") or ""),
+        mode=mode,
         holdout=bool(obj.get("_holdout")),
     )
-    return Imported(decision, [(None, v) for v in values])
+    return Imported(decision, [(None, v) for v in values]), whole
 
 
 def _action_id(action: dict[str, Any], index: int) -> str:
@@ -207,3 +233,74 @@ def _action_id(action: dict[str, Any], index: int) -> str:
     features = action.get("i")
     ident = features.get("id") if isinstance(features, dict) else None
     return str(ident if ident is not None else action.get("_tag", index))
+
+
+def _text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+@dataclass(frozen=True)
+class _Catalogue:
+    """A ``c._multi`` checked by this import."""
+
+    multi: list[Any]
+    whole: bytes  # as orjson writes it
+    span: bytes  # the member ``"_multi":<whole>``, as it stands in a compact line
+    member: str  # span as text, as it stands in the stored example
+    ids: list[str]  # its action ids, shared by the decisions made of it
+
+
+class LineReader:
+    """Reads the lines of one import. A log repeats its catalogue (``c._multi``, most
+    of a line) on every line: when a line holds, byte for byte, the catalogue of the
+    line before, that member is swapped for a placeholder string before decoding, and
+    if the placeholder is what the decoded ``c._multi`` holds, the line is the one
+    decoded with the catalogue checked already in that place (the bytes before it are
+    the same, so they parse the same way). It is then not decoded, checked, re-encoded
+    nor walked for action ids again. The placeholder is random: no line holds it."""
+
+    def __init__(self, loop: str, mode: str = "Online") -> None:
+        self.loop = loop
+        self.mode = mode
+        self.seen: dict[bytes, int] = {}  # logcheck.context's
+        self._catalogues: dict[bytes, _Catalogue] = {}
+        self._last: _Catalogue | None = None
+        self._token = f"banditloop-catalogue-{secrets.token_hex(16)}"
+        self._token_bytes = self._token.encode()
+        self._placeholder = b'"_multi":' + orjson.dumps(self._token)
+
+    def loads(self, text: bytes) -> tuple[Any, _Catalogue | None]:
+        """The decoded line, and the catalogue it holds if it was met before."""
+        known = self._last
+        if known is not None and isinstance(text, bytes):
+            span = known.span
+            at = text.find(span[:HEAD])  # then compared: faster than finding it all
+            if at >= 0 and not text.startswith(span, at):
+                at = text.find(span)
+            if at >= 0:
+                head, tail = text[:at], text[at + len(span) :]
+                token = self._token_bytes
+                if token not in head and token not in tail:
+                    try:
+                        obj = orjson.loads(head + self._placeholder + tail)
+                    except orjson.JSONDecodeError:
+                        obj = None  # decoded again below, for the error
+                    c = obj.get("c") if isinstance(obj, dict) else None
+                    if isinstance(c, dict) and c.get("_multi") == self._token:
+                        c["_multi"] = known.multi  # shared: never changed
+                        return obj, known
+        return loads_line(text), None
+
+    def parse(self, obj: Any, known: _Catalogue | None, limits: FeatureLimits) -> Imported:
+        """parse_object of a line from ``loads``; remembers its catalogue."""
+        item, whole = _parse(obj, self.loop, limits, self.seen, known, self.mode)
+        if known is None:
+            known = self._catalogues.get(whole)
+            if known is None and whole in self.seen and len(self._catalogues) < MAX_CATALOGUES:
+                d = item.decision
+                span = b'"_multi":' + whole
+                known = _Catalogue(obj["c"]["_multi"], whole, span, span.decode(), d.action_ids)
+                self._catalogues[whole] = known
+        if known is not None:
+            self._last = known
+        return item

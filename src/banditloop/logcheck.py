@@ -13,7 +13,7 @@ Rank accepts.  Errors name the field, never its value.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -26,6 +26,13 @@ PMF_TOLERANCE = 0.01  # logged pmfs are rounded; a sum further from 1 is not a p
 MAX_DEPTH = 4  # objects nested in a feature, as featurize.py allows
 MAX_TIMESTAMP = 253402300799.0  # 9999-12-31T23:59:59Z
 MAX_SEEN = 100_000  # distinct actions remembered as checked by one import
+
+
+class Checked(NamedTuple):
+    """What a checked line gives its caller."""
+
+    rewards: list[float]  # from ``o``, else from the label
+    catalogue: bytes  # ``c._multi`` as orjson writes it: its key in ``seen``
 
 
 def refuse(message: str) -> BadRequest:
@@ -134,10 +141,15 @@ def _number(value: int | float, field: str) -> None:
 
 
 def context(
-    c: Any, limits: FeatureLimits, max_actions: int, seen: dict[bytes, int] | None = None
-) -> list[dict[str, Any]]:
-    """The checked ``c`` of a single-slot line; returns its ``_multi``. ``seen`` holds the
-    actions checked already (their JSON, and the features they hold): a log repeats its
+    c: Any,
+    limits: FeatureLimits,
+    max_actions: int,
+    seen: dict[bytes, int] | None = None,
+    whole: bytes | None = None,
+) -> tuple[list[dict[str, Any]], bytes]:
+    """The checked ``c`` of a single-slot line; returns its ``_multi`` and that as orjson
+    writes it (``whole``, if the caller has it already). ``seen`` holds the actions
+    checked already (their JSON, and the features they hold): a log repeats its
     catalogue on every line, so each distinct action is checked once per import."""
     if not isinstance(c, dict):
         raise refuse("c must be an object.")
@@ -156,11 +168,11 @@ def context(
             raise refuse(f"c: keys starting with _ are not features ({key[:32]!r}).")
         namespace(key, value, "c")
         features(value, f"c.{key}", limits)
-    whole = orjson.dumps(multi)
+    whole = orjson.dumps(multi) if whole is None else whole
     known = seen.get(whole)
     if known is not None:  # the same catalogue as a line before
         limits.spend(known)
-        return multi
+        return multi, whole
     before = limits.left
     for i, action in enumerate(multi):
         if not isinstance(action, dict):
@@ -185,14 +197,18 @@ def context(
             seen[key] = left - limits.left
     if len(seen) < MAX_SEEN:
         seen[whole] = before - limits.left
-    return multi
+    return multi, whole
 
 
 def line(
-    obj: Any, limits: FeatureLimits, max_actions: int, seen: dict[bytes, int] | None = None
-) -> list[float]:
-    """Check a decoded single-slot DSJSON line; returns its rewards (from ``o``, else from
-    the label) for the caller to store. Raises BadRequest naming the field."""
+    obj: Any,
+    limits: FeatureLimits,
+    max_actions: int,
+    seen: dict[bytes, int] | None = None,
+    whole: bytes | None = None,
+) -> Checked:
+    """Check a decoded single-slot DSJSON line; returns its rewards for the caller to
+    store (and its catalogue's JSON: see context). Raises BadRequest naming the field."""
     if not isinstance(obj, dict):
         raise refuse("A DSJSON line must be a JSON object.")
     if "_outcomes" in obj:
@@ -203,19 +219,19 @@ def line(
     event_id = text(obj["EventId"], "EventId")
     check_event_id(event_id, CODE)
     text(obj["Timestamp"], "Timestamp", 64)
-    multi = context(obj["c"], limits, max_actions, seen)
+    multi, whole = context(obj["c"], limits, max_actions, seen, whole)
     n = len(multi)
     actions, pmf = obj["a"], obj["p"]
     if not isinstance(actions, list) or not isinstance(pmf, list):
         raise refuse("a and p must be lists.")
     if len(actions) != n or len(pmf) != n:
         raise refuse("a and p must have one entry per action of c._multi.")
-    if not all(type(a) is int for a in actions):
+    if set(map(type, actions)) != {int}:  # the common case at C speed
         for i, a in enumerate(actions):
             integer(a, f"a[{i}]", 1, n)
     if sorted(actions) != list(range(1, n + 1)):
         raise refuse("a must hold each action number 1 to n once.")
-    if all(type(p) is float for p in pmf) and min(pmf) >= 0.0 and max(pmf) <= 1.0:
+    if set(map(type, pmf)) == {float} and min(pmf) >= 0.0 and max(pmf) <= 1.0:
         probabilities = pmf  # the common case at C speed (orjson reads no NaN or inf)
     else:
         probabilities = [number(p, f"p[{i}]", 0.0, 1.0) for i, p in enumerate(pmf)]
@@ -245,7 +261,7 @@ def line(
     rewards = _observations(obj.get("o"))
     if not rewards and costs:
         rewards = [costs.get("_original_label_cost", costs.get("_label_cost", 0.0))]
-    return rewards
+    return Checked(rewards, whole)
 
 
 def _observations(o: Any) -> list[float]:

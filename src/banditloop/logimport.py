@@ -18,7 +18,7 @@ import math
 import pickle
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -79,21 +79,21 @@ def import_lines(
     summary = ImportSummary()
     refused: list[tuple[int, str]] = []
     n_refused = 0
-    seen: dict[bytes, int] = {}  # actions checked already: a log repeats its catalogue
+    reader = dsjson.LineReader(loop, "Online" if learn else IMPORTED)  # see its catalogues
     with tempfile.TemporaryFile() as spool:
         held: list[list[tuple[Decision, Rewards]]] = []  # in memory up to HELD batches
         batch: list[tuple[Decision, Rewards]] = []
         for n, text in enumerate(lines, 1):
-            if not text.strip():
+            if not text or text.isspace():  # not strip(): it would copy the line
                 continue
             summary.lines += 1
             try:
-                obj = dsjson.loads_line(text)
+                obj, known = reader.loads(text)
                 if dsjson.is_multislot(obj):
                     summary.multislot += 1
                     continue
                 limits = FeatureLimits(logcheck.CODE, max_features, max_string)
-                item = dsjson.parse_object(obj, loop, limits, seen)
+                item = reader.parse(obj, known, limits)
             except BadRequest as ex:
                 n_refused += 1
                 if len(refused) < MAX_REFUSED:
@@ -101,8 +101,7 @@ def import_lines(
                 continue
             if n_refused:
                 continue  # nothing will be stored: only look for more refused lines
-            d = item.decision if learn else replace(item.decision, mode=IMPORTED)
-            batch.append((d, item.rewards))
+            batch.append((item.decision, item.rewards))
             if len(batch) == BATCH:
                 held.append(batch)
                 batch = []

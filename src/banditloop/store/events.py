@@ -38,8 +38,8 @@ INSERT_DECISION = (
 )
 
 
-def decision_row(d: Decision) -> tuple[Any, ...]:
-    """A decision's values for INSERT_DECISION."""
+def decision_row(d: Decision, action_ids: str | None = None) -> tuple[Any, ...]:
+    """A decision's values for INSERT_DECISION (``action_ids``: its JSON, if known)."""
     return (
         d.loop,
         d.event_id,
@@ -48,7 +48,7 @@ def decision_row(d: Decision) -> tuple[Any, ...]:
         int(d.deferred),
         d.request_hash,
         d.example,
-        orjson.dumps(d.action_ids).decode(),
+        orjson.dumps(d.action_ids).decode() if action_ids is None else action_ids,
         orjson.dumps([s.to_json() for s in d.slots]).decode(),
         d.mode,
         int(d.multislot),
@@ -211,7 +211,14 @@ class Events(Queries):
                 if d.event_id not in taken:
                     taken.add(d.event_id)
                     new.append((d, rewards))
-            conn.executemany(INSERT_DECISION, [decision_row(d) for d, _ in new])
+            encoded: dict[int, str] = {}  # decisions of one catalogue share its id list
+            rows = []
+            for d, _ in new:
+                key = id(d.action_ids)  # the lists are alive in items meanwhile
+                if key not in encoded:
+                    encoded[key] = orjson.dumps(d.action_ids).decode()
+                rows.append(decision_row(d, encoded[key]))
+            conn.executemany(INSERT_DECISION, rows)
             conn.executemany(
                 "INSERT INTO rewards (loop, event_id, slot, value, ts) VALUES (?,?,?,?,?)",
                 [(d.loop, d.event_id, slot, v, d.ts) for d, rewards in new for slot, v in rewards],
