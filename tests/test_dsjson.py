@@ -5,6 +5,7 @@ export streams (memory stays flat)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import sqlite3
@@ -534,3 +535,17 @@ def test_export_memory_stays_flat(traffic: Traffic, tmp_path: Path) -> None:
     print(f"HTTP export: {total / 1e6:.0f} MB streamed, peak RSS +{growth / 1e6:.1f} MB")
     assert total == size
     assert growth < 12_000_000
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2021-02-04T16:31:29.9430000Z", "2021-02-04T16:31:29.943000+00:00"),  # Azure's 7
+        ("2021-02-04T16:31:29.943+02:00", "2021-02-04T14:31:29.943000+00:00"),
+        ("2021-02-04T16:31:29-05:30", "2021-02-04T22:01:29+00:00"),
+        ("2021-02-04T16:31:29", "2021-02-04T16:31:29+00:00"),  # no offset: UTC
+    ],
+)
+def test_timestamps_with_fractions_and_offsets(text: str, expected: str) -> None:
+    ts = dsjson.parse_timestamp(text)
+    assert dt.datetime.fromtimestamp(ts, dt.UTC).isoformat() == expected

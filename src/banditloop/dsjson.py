@@ -42,8 +42,8 @@ def parse_timestamp(text: str) -> float:
     text = text.strip().replace("Z", "+00:00")
     if "." in text:  # Python takes at most 6 decimals
         head, _, rest = text.partition(".")
-        digits = "".join(c for c in rest if c.isdigit())
-        text = f"{head}.{digits[:6]}{rest[len(digits) :]}"
+        n = next((i for i, c in enumerate(rest) if not c.isdigit()), len(rest))
+        text = f"{head}.{rest[:n][:6]}{rest[n:]}"  # the fraction's digits, then the offset
     t = dt.datetime.fromisoformat(text)
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.UTC)
