@@ -250,6 +250,8 @@ def test_url_model_logs_loops(srv: Server, tmp_path: Path) -> None:
     _rank(srv, [{"user": {"id": "u1"}}], "k1")
     _rank(srv, [{"user": {"id": "u2"}}], "k2")
     _rank(srv, [{"user": {"id": "u2"}}], "k3")
+    learned = "SELECT count(*) FROM decisions WHERE loop='default' AND learned_in IS NOT NULL"
+    poll(lambda: scalar(srv.data_dir, learned) == 3, 120, "the 3 events learned")  # model still
 
     model, signed, again = tmp_path / "m.vw", tmp_path / "m.zip", tmp_path / "again.vw"
     run("model", "export", *key, "-o", str(model))
