@@ -16,7 +16,9 @@ fsync).
 | ``pmf`` | ``Policy.pmf`` of the body's example JSON (VW's JSON parser, predict, floor) |
 | ``plan`` | ``ranking.plan`` of the body (cleaning, the action cache, the example's JSON) |
 
-``banditloop``'s trainer is on but idle (``rewardWaitTime`` PT10M).
+``banditloop``'s trainer is on but idle (``rewardWaitTime`` PT10M) and looks for closed
+events once an hour: its default poll, every 50 ms of wall-clock time, would add as many
+polls to each request as valgrind's speed (that is, the machine's load) allows.
 
     .venv/bin/python bench/rank_profile.py                 # every target, N=200
     .venv/bin/python bench/rank_profile.py --targets banditloop,asgi+vw -n 100
@@ -142,7 +144,7 @@ def _request(name: str) -> tuple[Callable[[int], object], Callable[[], None]]:
 
         tmp = tempfile.mkdtemp(prefix="banditloop-profile-")
         os.environ["BANDITLOOP_LOOP"] = '{"rewardWaitTime":"PT10M","modelExportFrequency":"PT1M"}'
-        drv = Asgi(create_app(Settings(data_dir=Path(tmp))))
+        drv = Asgi(create_app(Settings(data_dir=Path(tmp), trainer_poll_seconds=3600)))
         drv.start()
         reward = name.endswith("+reward")
 
