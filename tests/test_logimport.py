@@ -19,6 +19,7 @@ from banditloop.config import Settings
 from banditloop.dsjson import parse_line, timestamp
 from banditloop.errors import BadRequest
 from banditloop.service import open_service
+from banditloop.store.events import EXAMPLE
 from conftest import Server, free_port
 from helpers import POSTGRES, TIMEOUT, V1, query, scalar
 
@@ -194,13 +195,13 @@ def test_a_repeated_catalogue_is_stored_as_each_line_alone_would_be(tmp_path: Pa
     objs = [azure_line(n, T0 + n) for n in range(7)]
     multi = objs[0]["c"]["_multi"]
     objs[2]["c"] = {"_multi": multi, 'k\u2028"é': {"a\\b": "x", "n": 1.5e-7}}  # _multi first
-    objs[3]["c"]["FromUrl"] = [{"x": '"_multi":'}, {"y": orjson.dumps(multi).decode()}]
+    objs[3]["c"]["FromUrl"] = [{"x": '"_multi":\U0001f600'}, {"y": orjson.dumps(multi).decode()}]
     objs[4]["c"]["_multi"] = [{**multi[0], "j": [{"kind": "ristretto"}]}, *multi[1:]]
     objs[5]["c"]["_multi"] = [{"i": {"id": a}} for a in ("x", "y", "z")]  # other ids
     lines = [orjson.dumps(o) + b"\n" for o in objs]
     lines[6] = lines[6].replace(b'"c":{', b'"c": {')  # a spelling orjson does not write
     import_bytes(tmp_path, lines)
-    rows = query(tmp_path, "SELECT event_id, example, action_ids FROM decisions ORDER BY seq")
+    rows = query(tmp_path, f"SELECT event_id, {EXAMPLE}, action_ids FROM decisions ORDER BY seq")
     for obj, text, (event_id, example, ids) in zip(objs, lines, rows, strict=True):
         alone = parse_line(text, "default").decision
         assert (event_id, example, orjson.loads(ids)) == (
@@ -209,6 +210,10 @@ def test_a_repeated_catalogue_is_stored_as_each_line_alone_would_be(tmp_path: Pa
             alone.action_ids,
         )
         assert example == orjson.dumps(obj["c"]).decode()
+    # the catalogue of lines 1 to 3 (recognized by its bytes) is stored once (schema m009)
+    held = "SELECT event_id FROM decisions WHERE catalogue IS NOT NULL ORDER BY seq"
+    assert [eid for (eid,) in query(tmp_path, held)] == ["ev-1", "ev-2", "ev-3"]
+    assert scalar(tmp_path, "SELECT count(*) FROM catalogues") == 1
     assert [orjson.loads(r[2]) for r in rows[4:6]] == [
         ["espresso", "latte", "tea"],
         ["x", "y", "z"],

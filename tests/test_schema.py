@@ -82,7 +82,7 @@ def test_every_migration_gives_both_engines_the_same_schema(tmp_path: Path, pg_u
     assert lite[0] == pg[0], "tables and columns"
     assert ("rewards_ts", "rewards", ("loop", "ts"), "") in lite[1]
     assert ("decisions_open", "decisions", ("loop", "close_at"), "learned_in is null") in pg[1]
-    assert len(lite[1]) == 14 and len(lite[0]) == 10
+    assert len(lite[1]) == 15 and len(lite[0]) == 11
 
 
 def sqlite_store_before(tmp_path: Path, migration: str) -> sqlite_utils.Database:
@@ -102,7 +102,12 @@ def test_an_sqlite_store_of_an_earlier_version_gets_the_time_indexes(tmp_path: P
     assert "rewards_ts" not in before
     SqliteStore(tmp_path).close()
     after = {name for name, *_ in sqlite_schema(tmp_path / "banditloop.db")[1]}
-    assert after - before == {"rewards_ts", "activations_ts", "decisions_event"}
+    assert after - before == {
+        "rewards_ts",
+        "activations_ts",
+        "decisions_event",
+        "decisions_catalogue",
+    }
 
 
 OLD_DECISION = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from banditloop.live import LivePolicy
 from banditloop.policy import DEFAULT_POLICY, Policy
 from banditloop.recommender import FallbackConfig
 from banditloop.store import SqliteStore, SqlStore
-from banditloop.store.base import Item, JobRecord, LoopRecord, ModelRecord, Outcome
+from banditloop.store.base import Decision, Item, JobRecord, LoopRecord, ModelRecord, Outcome
 from banditloop.trainer import Trainer
 from helpers import poll
 from test_trainer import LOOP, T0, WAIT, config, decision, drain, log, reference_blob, weights
@@ -133,6 +134,45 @@ def test_deleting_logs_by_event_time_feature_and_all(store: SqlStore) -> None:
     assert (rng.first, rng.last) == (T0 + 4, T0 + 6)
     assert store.delete_logs(LOOP).result() == 3
     assert events(store) == {}
+
+
+def test_an_imported_catalogue_is_stored_once_and_read_back_whole(store: SqlStore) -> None:
+    """A catalogue shared by imported decisions is one row (schema m009); every read
+    gets each example back whole, its offsets counted in characters, not bytes."""
+    shared = '[{"i":{"id":"é😀"}},{"i":{"id":"b"}}]'
+
+    def imported(i: int) -> Decision:
+        example = f'{{"user":"ü😀{i % 2}","_multi":{shared},"x":{i}}}'
+        return replace(decision(i), example=example, catalogue=shared)
+
+    ds = [imported(i) for i in range(4)]
+    assert store.import_decisions([(d, [(None, 1.0)]) for d in ds[:3]]).result() == 3
+    assert store.import_decisions([(ds[3], [])]).result() == 1  # another batch: the same row
+
+    def count(sql: str) -> int:
+        return int(store.reader().execute(sql).fetchone()[0])
+
+    assert count("SELECT count(*) FROM catalogues") == 1
+    assert count("SELECT count(*) FROM decisions WHERE catalogue IS NOT NULL") == 4
+    assert (
+        count("SELECT max(length(example)) FROM decisions") < len(ds[0].example) - len(shared) + 3
+    )
+    whole = {d.event_id: d.example for d in ds}
+    assert {e.event_id: e.example for e in store.closed_events(LOOP, T0 + WAIT, 10)} == whole
+    assert {
+        ev.decision.event_id: ev.decision.example for ev in store.iter_events(LOOP, 0, 1e12, False)
+    } == whole
+    got = store.get_decision(LOOP, "evt-1")
+    assert got is not None and got.example == whole["evt-1"]
+    odd = store.find_events(LOOP, lambda example: example["user"].endswith("1"))
+    assert (odd, store.find_events(LOOP, lambda ex: len(ex["_multi"]) != 2)) == (
+        ["evt-1", "evt-3"],
+        [],
+    )
+    assert store.delete_logs(LOOP, event_ids=odd).result() == 2
+    assert count("SELECT count(*) FROM catalogues") == 1  # still held by evt-0 and evt-2
+    assert store.delete_logs(LOOP).result() == 2
+    assert count("SELECT count(*) FROM catalogues") == 0
 
 
 def test_reschedule_moves_open_events_to_a_new_wait(store: SqlStore) -> None:

@@ -39,12 +39,7 @@ def timestamp(ts: float) -> str:
 
 def parse_timestamp(text: str) -> float:
     """Seconds since the epoch of an ISO-8601 time (7 decimals and ``Z`` accepted)."""
-    text = text.strip().replace("Z", "+00:00")
-    if "." in text:  # Python takes at most 6 decimals
-        head, _, rest = text.partition(".")
-        n = next((i for i, c in enumerate(rest) if not c.isdigit()), len(rest))
-        text = f"{head}.{rest[:n][:6]}{rest[n:]}"  # the fraction's digits, then the offset
-    t = dt.datetime.fromisoformat(text)
+    t = dt.datetime.fromisoformat(text.strip())  # since 3.11: Z, decimals past 6 cut
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.UTC)
     return t.timestamp()
@@ -189,7 +184,7 @@ def _parse(
 ) -> tuple[Imported, bytes]:
     """parse_object, and the JSON of the line's catalogue (logcheck.Checked); ``known``:
     the line's ``c._multi`` is that catalogue, checked before (LineReader)."""
-    values, whole = logcheck.line(
+    values, whole, example = logcheck.line(
         obj, limits, MAX_IMPORT_ACTIONS, seen, known.whole if known else None
     )
     try:
@@ -198,18 +193,10 @@ def _parse(
         raise BadRequest("Timestamp must be an ISO-8601 time.", logcheck.CODE) from None
     if not 0 <= ts <= logcheck.MAX_TIMESTAMP:
         raise BadRequest("Timestamp must be between 1970 and 9999.", logcheck.CODE)
-    context, multi = obj["c"], obj["c"]["_multi"]
+    multi = obj["c"]["_multi"]
     order = [a - 1 for a in obj["a"]]  # 0-based, chosen first
     slot = SlotChoice(None, order, list(map(float, obj["p"])), 0, 0, 0)
-    if known is None:
-        ids = [_action_id(m, i) for i, m in enumerate(multi)]
-        example = orjson.dumps(context).decode()
-    else:  # the same text: orjson writes an object as its members joined
-        ids = known.ids
-        members = [
-            known.member if k == "_multi" else _text(k) + ":" + _text(v) for k, v in context.items()
-        ]
-        example = "{" + ",".join(members) + "}"
+    ids = known.ids if known else [_action_id(m, i) for i, m in enumerate(multi)]
     decision = Decision(
         loop=loop,
         event_id=obj["EventId"],
@@ -224,6 +211,7 @@ def _parse(
         model_version=str((obj.get("VWState") or {}).get("m") or ""),
         mode=mode,
         holdout=bool(obj.get("_holdout")),
+        catalogue=known.text if known else None,
     )
     return Imported(decision, [(None, v) for v in values]), whole
 
@@ -235,10 +223,6 @@ def _action_id(action: dict[str, Any], index: int) -> str:
     return str(ident if ident is not None else action.get("_tag", index))
 
 
-def _text(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
 @dataclass(frozen=True)
 class _Catalogue:
     """A ``c._multi`` checked by this import."""
@@ -246,7 +230,7 @@ class _Catalogue:
     multi: list[Any]
     whole: bytes  # as orjson writes it
     span: bytes  # the member ``"_multi":<whole>``, as it stands in a compact line
-    member: str  # span as text, as it stands in the stored example
+    text: str  # whole as text: stored once for the decisions made of it (Decision.catalogue)
     ids: list[str]  # its action ids, shared by the decisions made of it
 
 
@@ -299,7 +283,7 @@ class LineReader:
             if known is None and whole in self.seen and len(self._catalogues) < MAX_CATALOGUES:
                 d = item.decision
                 span = b'"_multi":' + whole
-                known = _Catalogue(obj["c"]["_multi"], whole, span, span.decode(), d.action_ids)
+                known = _Catalogue(obj["c"]["_multi"], whole, span, whole.decode(), d.action_ids)
                 self._catalogues[whole] = known
         if known is not None:
             self._last = known

@@ -33,6 +33,7 @@ class Checked(NamedTuple):
 
     rewards: list[float]  # from ``o``, else from the label
     catalogue: bytes  # ``c._multi`` as orjson writes it: its key in ``seen``
+    example: str  # ``c`` as orjson writes it (its members joined)
 
 
 def refuse(message: str) -> BadRequest:
@@ -146,11 +147,13 @@ def context(
     max_actions: int,
     seen: dict[bytes, int] | None = None,
     whole: bytes | None = None,
-) -> tuple[list[dict[str, Any]], bytes]:
-    """The checked ``c`` of a single-slot line; returns its ``_multi`` and that as orjson
-    writes it (``whole``, if the caller has it already). ``seen`` holds the actions
-    checked already (their JSON, and the features they hold): a log repeats its
-    catalogue on every line, so each distinct action is checked once per import."""
+) -> tuple[list[dict[str, Any]], bytes, str]:
+    """The checked ``c`` of a single-slot line; returns its ``_multi``, that as orjson
+    writes it (``whole``, if the caller has it already), and ``c`` as orjson writes it.
+    ``seen`` holds what was checked already (its JSON, and the features it holds): a
+    log repeats its catalogue on every line, and most of its contexts, so each
+    distinct action and context member (``"key":value``, which no action's or
+    catalogue's JSON can equal) is checked once per import."""
     if not isinstance(c, dict):
         raise refuse("c must be an object.")
     if "_slots" in c:
@@ -161,18 +164,30 @@ def context(
     if len(multi) > max_actions:
         raise refuse(f"c._multi holds more than {max_actions} actions.")
     seen = {} if seen is None else seen
+    whole = orjson.dumps(multi) if whole is None else whole
+    members = []  # orjson writes an object as its members joined
     for key, value in c.items():
         if key == "_multi":
+            members.append(b'"_multi":' + whole)
             continue
         if key.startswith("_"):
             raise refuse(f"c: keys starting with _ are not features ({key[:32]!r}).")
+        member = orjson.dumps(key) + b":" + orjson.dumps(value)
+        members.append(member)
+        known = seen.get(member)
+        if known is not None:
+            limits.spend(known)
+            continue
+        left = limits.left
         namespace(key, value, "c")
         features(value, f"c.{key}", limits)
-    whole = orjson.dumps(multi) if whole is None else whole
+        if len(seen) < MAX_SEEN:
+            seen[member] = left - limits.left
+    example = (b"{" + b",".join(members) + b"}").decode()
     known = seen.get(whole)
     if known is not None:  # the same catalogue as a line before
         limits.spend(known)
-        return multi, whole
+        return multi, whole, example
     before = limits.left
     for i, action in enumerate(multi):
         if not isinstance(action, dict):
@@ -197,7 +212,7 @@ def context(
             seen[key] = left - limits.left
     if len(seen) < MAX_SEEN:
         seen[whole] = before - limits.left
-    return multi, whole
+    return multi, whole, example
 
 
 def line(
@@ -219,7 +234,7 @@ def line(
     event_id = text(obj["EventId"], "EventId")
     check_event_id(event_id, CODE)
     text(obj["Timestamp"], "Timestamp", 64)
-    multi, whole = context(obj["c"], limits, max_actions, seen, whole)
+    multi, whole, example = context(obj["c"], limits, max_actions, seen, whole)
     n = len(multi)
     actions, pmf = obj["a"], obj["p"]
     if not isinstance(actions, list) or not isinstance(pmf, list):
@@ -261,7 +276,7 @@ def line(
     rewards = _observations(obj.get("o"))
     if not rewards and costs:
         rewards = [costs.get("_original_label_cost", costs.get("_label_cost", 0.0))]
-    return Checked(rewards, whole)
+    return Checked(rewards, whole, example)
 
 
 def _observations(o: Any) -> list[float]:

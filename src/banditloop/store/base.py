@@ -67,6 +67,9 @@ class Decision:
     seq: int = 0
     source: str | None = None  # re-ranking: "client", "recommender" or "fallback"
     holdout: bool = False  # served the baseline as the holdout group (docs/holdout.md)
+    #: An imported decision's ``c._multi`` as JSON, in its example and shared by the
+    #: decisions of its import: stored once (schema m009). None when read back.
+    catalogue: str | None = None
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ the trainer, read back for export and evaluation, deleted by retention and forge
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import replace
@@ -18,6 +19,16 @@ DECISION_COLS = (
     "loop, event_id, ts, close_at, deferred, request_hash, example, action_ids, slots, mode, "
     "multislot, response, model_version"
 )
+#: A decision's example as Rank or import gave it: one cut at ``catalogue_at`` gets its
+#: catalogue back (schema m009), any other is whole.
+EXAMPLE = (
+    "coalesce(substr(decisions.example, 1, decisions.catalogue_at) || (SELECT k.body FROM "
+    "catalogues k WHERE k.id=decisions.catalogue) || "
+    "substr(decisions.example, decisions.catalogue_at + 1), decisions.example)"
+)
+MULTI = '"_multi":'
+#: DECISION_COLS as read: the example whole.
+DECISION_READ = DECISION_COLS.replace(" example,", f" {EXAMPLE},")
 
 #: Rewards and activations of some events (``+ts``: sort after looking them up by id;
 #: SQLite would otherwise walk the loop's whole (loop, ts) index to save the sort).
@@ -33,13 +44,25 @@ NEWEST = "SELECT max(seq) FROM decisions WHERE loop=? AND event_id=?"
 
 
 INSERT_DECISION = (
-    f"INSERT INTO decisions ({DECISION_COLS}, source, holdout) VALUES "
-    "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (loop, event_id, request_hash) DO NOTHING"
+    f"INSERT INTO decisions ({DECISION_COLS}, source, holdout, catalogue, catalogue_at) VALUES "
+    "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (loop, event_id, request_hash) DO NOTHING"
 )
 
 
-def decision_row(d: Decision, action_ids: str | None = None) -> tuple[Any, ...]:
-    """A decision's values for INSERT_DECISION (``action_ids``: its JSON, if known)."""
+def decision_row(
+    d: Decision, action_ids: str | None = None, catalogue: int | None = None
+) -> tuple[Any, ...]:
+    """A decision's values for INSERT_DECISION (``action_ids``: its JSON, if known;
+    ``catalogue``: the row of its ``d.catalogue``, cut out of its example)."""
+    example, at = d.example, -1
+    if catalogue is not None and d.catalogue:
+        # the one ``_multi`` key of a checked example (a shorter needle finds it faster);
+        # whatever it finds, the catalogue goes back where it was cut from
+        at = example.find(MULTI) + len(MULTI)
+        if at < len(MULTI) or not example.startswith(d.catalogue, at):
+            at = -1
+        else:
+            example = example[:at] + example[at + len(d.catalogue) :]
     return (
         d.loop,
         d.event_id,
@@ -47,7 +70,7 @@ def decision_row(d: Decision, action_ids: str | None = None) -> tuple[Any, ...]:
         d.close_at,
         int(d.deferred),
         d.request_hash,
-        d.example,
+        example,
         orjson.dumps(d.action_ids).decode() if action_ids is None else action_ids,
         orjson.dumps([s.to_json() for s in d.slots]).decode(),
         d.mode,
@@ -56,11 +79,27 @@ def decision_row(d: Decision, action_ids: str | None = None) -> tuple[Any, ...]:
         d.model_version,
         d.source,
         int(d.holdout),
+        catalogue if at >= 0 else None,
+        at if at >= 0 else None,
     )
 
 
+def store_catalogue(conn: Conn, loop: str, body: str) -> int:
+    """The row of a loop's catalogue, stored now if it was not."""
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    conn.execute(
+        "INSERT INTO catalogues (loop, digest, body) VALUES (?,?,?) "
+        "ON CONFLICT (loop, digest) DO NOTHING",
+        (loop, digest, body),
+    )
+    found = conn.execute(
+        "SELECT id FROM catalogues WHERE loop=? AND digest=?", (loop, digest)
+    ).fetchone()
+    return int(found[0])
+
+
 def decision(row: Sequence[Any]) -> Decision:
-    """A Decision from ``seq, DECISION_COLS``."""
+    """A Decision from ``seq, DECISION_READ``."""
     seq, loop, event_id, ts, close_at, deferred, rhash, example, ids, slots = row[:10]
     mode, multislot, response, version = row[10:14]
     return Decision(
@@ -129,7 +168,7 @@ def read_events(
     after = (start, -1)
     while True:
         rows = conn.execute(
-            f"""SELECT seq, {DECISION_COLS}, outcome, holdout FROM decisions
+            f"""SELECT seq, {DECISION_READ}, outcome, holdout FROM decisions
                WHERE loop=? AND (ts>? OR (ts=? AND seq>?)) AND ts<?
                {"AND outcome IS NOT NULL" if processed_only else ""}
                ORDER BY ts, seq LIMIT ?""",
@@ -167,7 +206,7 @@ class Events(Queries):
         def job(conn: Conn) -> Decision | None:
             if refuse_reuse:
                 found = conn.execute(
-                    f"SELECT seq, {DECISION_COLS} FROM decisions WHERE loop=? AND event_id=? "
+                    f"SELECT seq, {DECISION_READ} FROM decisions WHERE loop=? AND event_id=? "
                     "ORDER BY request_hash=? DESC, seq LIMIT 1",
                     (d.loop, d.event_id, d.request_hash),
                 ).fetchone()
@@ -177,7 +216,7 @@ class Events(Queries):
             if added is not None:
                 return None
             found = conn.execute(
-                f"SELECT seq, {DECISION_COLS} FROM decisions "
+                f"SELECT seq, {DECISION_READ} FROM decisions "
                 "WHERE loop=? AND event_id=? AND request_hash=?",
                 (d.loop, d.event_id, d.request_hash),
             ).fetchone()
@@ -212,12 +251,15 @@ class Events(Queries):
                     taken.add(d.event_id)
                     new.append((d, rewards))
             encoded: dict[int, str] = {}  # decisions of one catalogue share its id list
+            stored: dict[int, int] = {}  # and its text: id(text) -> its row
             rows = []
             for d, _ in new:
                 key = id(d.action_ids)  # the lists are alive in items meanwhile
                 if key not in encoded:
                     encoded[key] = orjson.dumps(d.action_ids).decode()
-                rows.append(decision_row(d, encoded[key]))
+                if d.catalogue is not None and id(d.catalogue) not in stored:
+                    stored[id(d.catalogue)] = store_catalogue(conn, loop, d.catalogue)
+                rows.append(decision_row(d, encoded[key], stored.get(id(d.catalogue))))
             conn.executemany(INSERT_DECISION, rows)
             conn.executemany(
                 "INSERT INTO rewards (loop, event_id, slot, value, ts) VALUES (?,?,?,?,?)",
@@ -283,7 +325,7 @@ class Events(Queries):
         row = (
             self.reader()
             .execute(
-                f"SELECT seq, {DECISION_COLS} FROM decisions WHERE loop=? AND event_id=? "
+                f"SELECT seq, {DECISION_READ} FROM decisions WHERE loop=? AND event_id=? "
                 "ORDER BY seq DESC LIMIT 1",
                 (loop, event_id),
             )
@@ -297,8 +339,8 @@ class Events(Queries):
         """Unlearned decisions whose window has closed, oldest close first, with rewards."""
         with self.snapshot() as conn:
             rows = conn.execute(
-                """SELECT seq, event_id, ts, deferred, example, slots, mode, multislot, holdout
-                   FROM decisions WHERE loop=? AND learned_in IS NULL AND close_at<=?
+                f"""SELECT seq, event_id, ts, deferred, {EXAMPLE}, slots, mode, multislot,
+                   holdout FROM decisions WHERE loop=? AND learned_in IS NULL AND close_at<=?
                    ORDER BY close_at, seq LIMIT ?""",
                 (loop, now, limit),
             ).fetchall()
@@ -431,7 +473,7 @@ class Events(Queries):
     def find_events(self, loop: str, matches: Callable[[dict[str, Any]], bool]) -> list[str]:
         """The event IDs of the loop's decisions whose example (the JSON object) matches."""
         rows = self.reader().execute(
-            "SELECT event_id, example FROM decisions WHERE loop=?", (loop,)
+            f"SELECT event_id, {EXAMPLE} FROM decisions WHERE loop=?", (loop,)
         )
         return [eid for eid, example in rows if matches(orjson.loads(example))]
 
@@ -458,6 +500,11 @@ class Events(Queries):
                 n += cur.rowcount
                 for table in ("rewards", "activations"):
                     conn.execute(f"DELETE FROM {table} WHERE loop=? AND {where}", (loop, *args))
+            conn.execute(
+                "DELETE FROM catalogues WHERE loop=? AND NOT EXISTS "
+                "(SELECT 1 FROM decisions d WHERE d.catalogue=catalogues.id)",
+                (loop,),
+            )
             return n
 
         return self.submit(job)

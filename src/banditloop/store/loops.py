@@ -16,6 +16,7 @@ LOOP_COLS = "name, config, policy_name, policy, created, key_hashes"
 #: Every table with rows of a loop, deleted with it.
 LOOP_TABLES = (
     "decisions",
+    "catalogues",
     "rewards",
     "activations",
     "models",

@@ -198,6 +198,20 @@ MIGRATIONS = [
             ),
         ),
     ),
+    Migration(
+        "m009_catalogues",
+        # An imported log repeats its catalogue (``c._multi``, most of each line) on every
+        # line: it is stored once, and the decisions made of it hold their example with it
+        # cut out at ``catalogue_at`` (characters); events.EXAMPLE puts it back.
+        (
+            """CREATE TABLE catalogues (
+                id {id}, loop TEXT NOT NULL, digest TEXT NOT NULL, body TEXT NOT NULL,
+                UNIQUE (loop, digest))""",
+            "ALTER TABLE decisions ADD COLUMN catalogue {int}",
+            "ALTER TABLE decisions ADD COLUMN catalogue_at INTEGER",
+            "CREATE INDEX decisions_catalogue ON decisions (catalogue) WHERE catalogue IS NOT NULL",
+        ),
+    ),
 ]
 
 #: What PostgreSQL stores recorded before both engines shared this list: their first
