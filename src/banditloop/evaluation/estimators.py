@@ -5,8 +5,9 @@ Each logged event contributes the logged probability of the action taken
 that action (``p_target``) and, for doubly robust, the reward model's
 prediction for that action (``r_hat``) and its expectation under the target
 policy (``v_hat``).  The Gaussian intervals are 1.96 standard errors (the
-original's ``1.96 * sqrt(s^2/N)``); the Cressie-Read interval of VW's own
-``vw-estimators`` behaves on small samples.
+original's ``1.96 * sqrt(s^2/N)``), cut to the range of the rewards seen (with
+[0, 1]); the Cressie-Read interval of VW's own ``vw-estimators`` behaves on small
+samples.
 
 Every summary carries its diagnostics (docs/evaluation.md): the effective sample
 size, the events where the target put weight on actions the logging policy
@@ -194,9 +195,15 @@ class OffPolicy:
             "reason": reason,
         }
 
+    def _within(self, m: float, h: float) -> Estimate:
+        """The interval m ± h, cut to the rewards' range (every policy's value lies in
+        it), never so far that it leaves out m; unbounded (too few events) it stays so."""
+        if not math.isfinite(h):
+            return Estimate(m, m - h, m + h)
+        return Estimate(m, min(m, max(m - h, self.r_min)), max(m, min(m + h, self.r_max)))
+
     def estimate_ips(self) -> Estimate:
-        m, h = self.ips.mean, self.ips.half_width
-        return Estimate(m, m - h, m + h)
+        return self._within(self.ips.mean, self.ips.half_width)
 
     def estimate_snips(self) -> Estimate:
         n, sw, swr = self.n, self.w.total, self.wr.total
@@ -210,11 +217,10 @@ class OffPolicy:
         # reward seen in m effective events, 3/m is still a 95% upper bound
         ess = self.ess
         h = max(Z95 * math.sqrt(var), 3.0 / ess * (self.r_max - self.r_min) if ess else math.inf)
-        return Estimate(v, v - h, v + h)
+        return self._within(v, h)
 
     def estimate_dr(self) -> Estimate:
-        m, h = self.dr.mean, self.dr.half_width
-        return Estimate(m, m - h, m + h)
+        return self._within(self.dr.mean, self.dr.half_width)
 
     def interval_cressie_read(self) -> tuple[float, float]:
         """95% Cressie-Read interval (small-sample) from vw-estimators."""
