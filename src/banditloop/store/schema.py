@@ -207,7 +207,9 @@ MIGRATIONS = [
             """CREATE TABLE catalogues (
                 id {id}, loop TEXT NOT NULL, digest TEXT NOT NULL, body TEXT NOT NULL,
                 UNIQUE (loop, digest))""",
-            "ALTER TABLE decisions ADD COLUMN catalogue {int}",
+            # PostgreSQL enforces it: a catalogue is never deleted under a decision
+            # committed beside its deletion (SQLite's writers take turns anyway)
+            "ALTER TABLE decisions ADD COLUMN catalogue {int} REFERENCES catalogues (id)",
             "ALTER TABLE decisions ADD COLUMN catalogue_at INTEGER",
             "CREATE INDEX decisions_catalogue ON decisions (catalogue) WHERE catalogue IS NOT NULL",
         ),
