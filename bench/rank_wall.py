@@ -10,8 +10,8 @@ clean one, counted from /proc (``/proc/PID/task/TID/{stat,status}``), and one un
 used). The thread that calls fdatasync/fsync in the traced run is the store writer.
 
     .venv/bin/python bench/rank_wall.py                    # asgi+vw and banditloop
-    .venv/bin/python bench/rank_wall.py --targets banditloop --duration 8
-    PYTHONPATH=/path/to/other/src .venv/bin/python bench/rank_wall.py   # another version
+    .venv/bin/python bench/rank_wall.py --targets asgi+vw,banditloop@/tmp/base/src,banditloop
+    # (banditloop@SRC: the code of SRC, a copy of another version's src/, in the same run)
 
 Needs wrk and perf (``apt-get install -y wrk linux-perf``); run as root, or with
 ``perf_event_paranoid`` low enough for ``perf trace -p``.
@@ -30,6 +30,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,9 +152,26 @@ def thread_role(task: Task, proc_role: str, writers: set[int]) -> str:
     return "store writer" if task.tid in writers else "others"
 
 
-def measure(name: str, opts: argparse.Namespace, wrk: Wrk, tmp: Path) -> Result:
+@contextlib.contextmanager
+def version(src: str) -> Iterator[None]:
+    """Targets started inside run the code of ``src`` (a copy of another version's src/)."""
+    before = os.environ.get("PYTHONPATH")
+    if src:
+        os.environ["PYTHONPATH"] = src
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
+def measure(label: str, opts: argparse.Namespace, wrk: Wrk, tmp: Path) -> Result:
+    """One target (``banditloop@/copy/of/src``: that version of banditloop)."""
+    name, _, src = label.partition("@")
     data = tmp / f"data-{name}-{uuid.uuid4().hex[:6]}"
-    with target(name, opts.workers, data if name == "banditloop" else None) as tgt:
+    with version(src), target(name, opts.workers, data if name == "banditloop" else None) as tgt:
         wrk.ranks(tgt.url, "warm" + uuid.uuid4().hex[:8], opts.warmup)
         procs = roles(tgt)
         # the traced run first: it tells which thread is the store writer
@@ -189,7 +207,7 @@ def measure(name: str, opts: argparse.Namespace, wrk: Wrk, tmp: Path) -> Result:
         proc_role = procs.get(pid, "other") if pid is not None else "other"
         key = (proc_role, thread_role(Task(pid or 0, tid, 0, 0, 0, 0), proc_role, writers))
         calls[key] += counter
-    return Result(name, rank.requests, rank.rps, " ".join(load), cpu, calls, traced.requests)
+    return Result(label, rank.requests, rank.rps, " ".join(load), cpu, calls, traced.requests)
 
 
 def report(results: list[Result]) -> None:
