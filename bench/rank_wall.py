@@ -95,9 +95,20 @@ def snapshot(pids: list[int]) -> dict[int, Task]:
     return tasks
 
 
+def _has_socket(pid: int) -> bool:
+    """Whether a process holds a socket (a worker; read fd by fd: under load files come
+    and go while the list is read, and Target.workers() then misses the process)."""
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd).startswith("socket:"):
+                    return True
+    return False
+
+
 def roles(tgt: Target) -> dict[int, str]:
     """The role of each process of a target."""
-    workers = set(tgt.workers())
+    workers = {pid for pid in tree(tgt.proc.pid)[1:] if _has_socket(pid)} or {tgt.proc.pid}
     if tgt.name != "banditloop":  # uvicorn --workers: every child but a helper serves
         workers |= set(tree(tgt.proc.pid)[1:])
     out = {}
