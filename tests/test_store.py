@@ -254,6 +254,26 @@ def test_a_write_takes_the_lock_within_milliseconds_of_its_release(tmp_path: Pat
     assert sorted(delays)[2] < 0.05, delays  # SQLite's handler: 100 ms steps
 
 
+def test_writes_queued_while_another_process_writes_share_one_commit(tmp_path: Path) -> None:
+    """Group commit: the writer takes the lock, then every write queued by then, so
+    writes that arrive while another process holds the lock wait for one COMMIT."""
+    store = SqliteStore(tmp_path, synchronous="NORMAL", busy_timeout=5)
+    other = sqlite3.connect(store.path, isolation_level=None)
+    statements: list[str] = []
+    store._writer_conn.set_trace_callback(statements.append)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        first = store.submit(lambda conn: 1)
+        poll(lambda: "BEGIN IMMEDIATE" in statements)  # the writer waits for the lock
+        later = [store.submit(lambda conn, n=n: n) for n in (2, 3)]
+        other.execute("COMMIT")
+        assert [f.result(5) for f in (first, *later)] == [1, 2, 3]
+    finally:
+        other.close()
+        store.close()
+    assert statements.count("COMMIT") == 1, statements
+
+
 # -- PostgreSQL: several processes, one trainer per loop ---------------------------------
 
 

@@ -212,8 +212,7 @@ class Events(Queries):
                 ).fetchone()
                 if found is not None:
                     return decision(found)
-            added = conn.execute(INSERT_DECISION + " RETURNING seq", row).fetchone()
-            if added is not None:
+            if conn.execute(INSERT_DECISION, row).rowcount:  # one step, one GIL hand-off
                 return None
             found = conn.execute(
                 f"SELECT seq, {DECISION_READ} FROM decisions "

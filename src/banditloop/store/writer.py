@@ -1,8 +1,9 @@
 """The store's one writer: a thread that drains its queue and commits in batches.
 
-Every write of a process goes through it.  It takes everything queued (up to
-``MAX_BATCH``) and commits it in one transaction, so a thousand Ranks a second cost
-a few commits, not a thousand.  A job's future completes only after that COMMIT,
+Every write of a process goes through it.  Woken by a write, it takes the write lock
+(BEGIN), then everything queued by then (up to ``MAX_BATCH``: what arrived while another
+process held the lock too) and commits it in one transaction, so a thousand Ranks a
+second cost a few commits, not a thousand.  A job's future completes only after that COMMIT,
 so an acknowledged event is durable.  If a job fails on its own, the batch runs
 again with a savepoint per job, so that only that job fails; if the store itself
 fails (disk full, locked, gone), every job of the batch is refused with a 503 that
@@ -84,51 +85,61 @@ class Writer:
         return job.future
 
     def _write_loop(self) -> None:
-        while True:
+        stop = False
+        while not stop:
             first = self._queue.get()
             if first is _STOP:
                 break
-            jobs = [first]
-            stop = False
-            while len(jobs) < MAX_BATCH:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stop = True
-                    break
-                jobs.append(nxt)
-            self._run_batch(jobs)
-            if stop:
-                break
+            stop = self._run_batch([first])
         self._close_writer()
 
-    def _run_batch(self, jobs: list[_Job]) -> None:
+    def _take_queued(self, jobs: list[_Job]) -> bool:
+        """Add the jobs queued by now to ``jobs`` (up to MAX_BATCH); whether to stop after."""
+        while len(jobs) < MAX_BATCH:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if nxt is _STOP:
+                return True
+            jobs.append(nxt)
+        return False
+
+    def _run_batch(self, jobs: list[_Job]) -> bool:
+        """Commit ``jobs`` and all queued once the write lock is held (group commit: the
+        writes that arrive while another process holds the lock share this COMMIT);
+        whether the writer is to stop after it."""
+        stop = False
         try:
             conn = self._writer()
+            self._begin(conn)
+            stop = self._take_queued(jobs)
             try:
                 results = self._transaction(conn, jobs, isolate=False)
             except _JobFailed:
+                self._begin(conn)
                 results = self._transaction(conn, jobs, isolate=True)
         except self.store_errors as ex:
+            if not stop:  # those queued meanwhile fail the same way
+                stop = self._take_queued(jobs)
             log.error("store write failed, %d writes refused: %s", len(jobs), ex)
             self._writer_failed()
             err = overloaded(f"The store could not save the write: {ex}")
             for job in jobs:
                 job.future.set_exception(err)
-            return
+            return stop
         for job, value, exc in results:
             if exc is None:
                 job.future.set_result(value)
             else:
                 job.future.set_exception(exc)
+        return stop
 
     def _transaction(
         self, conn: Conn, jobs: list[_Job], isolate: bool
     ) -> list[tuple[_Job, Any, BaseException | None]]:
+        """Run ``jobs`` in the transaction begun, then COMMIT."""
         results: list[tuple[_Job, Any, BaseException | None]] = []
-        self._begin(conn)
         for job in jobs:
             if isolate:
                 conn.execute("SAVEPOINT job")
