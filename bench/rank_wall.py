@@ -36,7 +36,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from throughput import Target, Wrk, target  # noqa: E402
+from throughput import Target, Wrk, has_socket, target  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 SYNCS = ("fdatasync", "fsync")
@@ -95,20 +95,9 @@ def snapshot(pids: list[int]) -> dict[int, Task]:
     return tasks
 
 
-def _has_socket(pid: int) -> bool:
-    """Whether a process holds a socket (a worker; read fd by fd: under load files come
-    and go while the list is read, and Target.workers() then misses the process)."""
-    with contextlib.suppress(OSError):
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            with contextlib.suppress(OSError):
-                if os.readlink(fd).startswith("socket:"):
-                    return True
-    return False
-
-
 def roles(tgt: Target) -> dict[int, str]:
     """The role of each process of a target."""
-    workers = {pid for pid in tree(tgt.proc.pid)[1:] if _has_socket(pid)} or {tgt.proc.pid}
+    workers = {pid for pid in tree(tgt.proc.pid)[1:] if has_socket(pid)} or {tgt.proc.pid}
     if tgt.name != "banditloop":  # uvicorn --workers: every child but a helper serves
         workers |= set(tree(tgt.proc.pid)[1:])
     out = {}
