@@ -31,44 +31,13 @@ def usage(who: int) -> list[float]:
     return [r.ru_utime, r.ru_stime, float(r.ru_nvcsw), float(r.ru_nivcsw)]
 
 
-async def post(app: Any, body: bytes) -> None:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": PATH,
-        "raw_path": PATH.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), (b"host", b"bench")],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
-    out: list[dict[str, Any]] = []
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            await asyncio.Event().wait()  # no disconnect while the answer is made
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        out.append(message)
-
-    await app(scope, receive, send)
-    assert out[0]["status"] == 201, out[0]
-
-
 async def run(app: Any, first: int, n: int, inflight: int) -> None:
     gate = asyncio.Semaphore(inflight)
 
     async def one(i: int) -> None:
         async with gate:
-            await post(app, rank_profile._body(i))
+            status, _ = await rank_profile.post(app, PATH, rank_profile._body(i))
+            assert status == 201, status
 
     await asyncio.gather(*(one(i) for i in range(first, first + n)))
 

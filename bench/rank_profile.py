@@ -90,37 +90,41 @@ class Asgi:
         self.loop.run_until_complete(go())
 
     def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "root_path": "",
-            "query_string": b"",
-            "headers": [(b"content-type", b"application/json"), (b"host", b"bench")],
-            "client": ("127.0.0.1", 1),
-            "server": ("127.0.0.1", 80),
-        }
-        out: list[dict[str, Any]] = []
-        sent = False
+        return self.loop.run_until_complete(post(self.app, path, body))
 
-        async def receive() -> dict[str, Any]:
-            nonlocal sent
-            if sent:
-                await asyncio.Event().wait()  # no disconnect while the answer is made
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
 
-        async def send(message: dict[str, Any]) -> None:
-            out.append(message)
+async def post(app: Any, path: str, body: bytes) -> tuple[int, bytes]:
+    """One POST through an ASGI app, no socket: its status and body."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"host", b"bench")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    out: list[dict[str, Any]] = []
+    sent = False
 
-        self.loop.run_until_complete(self.app(scope, receive, send))
-        status = next(m["status"] for m in out if m["type"] == "http.response.start")
-        body = b"".join(m.get("body", b"") for m in out if m["type"] == "http.response.body")
-        return status, body
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            await asyncio.Event().wait()  # no disconnect while the answer is made
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        out.append(message)
+
+    await app(scope, receive, send)
+    status = next(m["status"] for m in out if m["type"] == "http.response.start")
+    return status, b"".join(m.get("body", b"") for m in out if m["type"] == "http.response.body")
 
 
 def _request(name: str) -> tuple[Callable[[int], object], Callable[[], None]]:
