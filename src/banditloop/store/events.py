@@ -26,7 +26,6 @@ EXAMPLE = (
     "catalogues k WHERE k.id=decisions.catalogue) || "
     "substr(decisions.example, decisions.catalogue_at + 1), decisions.example)"
 )
-MULTI = '"_multi":'
 #: DECISION_COLS as read: the example whole.
 DECISION_READ = DECISION_COLS.replace(" example,", f" {EXAMPLE},")
 
@@ -47,6 +46,9 @@ INSERT_DECISION = (
     f"INSERT INTO decisions ({DECISION_COLS}, source, holdout, catalogue, catalogue_at) VALUES "
     "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (loop, event_id, request_hash) DO NOTHING"
 )
+
+
+MULTI = '"_multi":'  # where a checked example holds its catalogue
 
 
 def decision_row(
@@ -256,9 +258,13 @@ class Events(Queries):
                 key = id(d.action_ids)  # the lists are alive in items meanwhile
                 if key not in encoded:
                     encoded[key] = orjson.dumps(d.action_ids).decode()
-                if d.catalogue is not None and id(d.catalogue) not in stored:
-                    stored[id(d.catalogue)] = store_catalogue(conn, loop, d.catalogue)
-                rows.append(decision_row(d, encoded[key], stored.get(id(d.catalogue))))
+                catalogue = None
+                if d.catalogue is not None:
+                    catalogue = stored.get(id(d.catalogue))
+                    if catalogue is None:
+                        catalogue = store_catalogue(conn, loop, d.catalogue)
+                        stored[id(d.catalogue)] = catalogue
+                rows.append(decision_row(d, encoded[key], catalogue))
             conn.executemany(INSERT_DECISION, rows)
             conn.executemany(
                 "INSERT INTO rewards (loop, event_id, slot, value, ts) VALUES (?,?,?,?,?)",
