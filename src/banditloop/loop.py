@@ -36,11 +36,15 @@ from .recovery import load_policy
 from .sampling import normalized, sample_index, seed_for
 from .store import SqlStore
 from .store.base import Decision, LoggedEvent, LoopRecord, SlotChoice
+from .store.events import catalogue_of
 from .tracked import EventLog
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)
 HOLDOUT_SEED = 7  # not sampling's seed (0), so that holdout and draws are independent
+#: Catalogues a loop remembers (the latest met): one met again among them is stored once
+#: (schema m009); one of a kind stays in its decision's row.
+RECENT_CATALOGUES = 256
 APPRENTICE_BATCH = 1000  # events in latestApprenticeModeMetrics.lastBatchMetrics
 #: Configuration fields Azure's clients do not know: a PUT without them keeps them.
 EXTENSION_FIELDS = ("recommender", "tracking", "scenarios")
@@ -143,6 +147,7 @@ class Loop:
             clock=clock,
         )
         self._admin = threading.Lock()  # one administrative change at a time
+        self._recent: dict[str, None] = {}  # the last RECENT_CATALOGUES (see _catalogue)
         self.counters: Counter[str] = Counter()  # re-ranking events (rerank.py), since start
 
     @classmethod
@@ -347,6 +352,7 @@ class Loop:
             deferred=req.defer_activation,
             request_hash=req.body_hash,
             example=made.example,
+            catalogue=self._catalogue(made.example),
             action_ids=made.action_ids,
             slots=made.slots,
             response=response,
@@ -366,6 +372,19 @@ class Loop:
                 "EventIdConflict",
             )
         return existing.response
+
+    def _catalogue(self, example: str) -> str | None:
+        """The example's catalogue if it was met lately: to be stored once. A client that
+        ranks the same actions again and again stores them once, not in every row; one
+        whose actions differ each time stores each in its row, not in a row of its own."""
+        text = catalogue_of(example)
+        if text is None:
+            return None
+        met = self._recent.pop(text, False) is None  # and now the latest again
+        self._recent[text] = None
+        if len(self._recent) > RECENT_CATALOGUES:
+            del self._recent[next(iter(self._recent))]
+        return text if met else None
 
     async def reward(self, event_id: str, value: float) -> None:
         await self.reward_slots(event_id, [(None, value)])

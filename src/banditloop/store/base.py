@@ -67,8 +67,8 @@ class Decision:
     seq: int = 0
     source: str | None = None  # re-ranking: "client", "recommender" or "fallback"
     holdout: bool = False  # served the baseline as the holdout group (docs/holdout.md)
-    #: An imported decision's ``c._multi`` as JSON, in its example and shared by the
-    #: decisions of its import: stored once (schema m009). None when read back.
+    #: The example's ``_multi`` as JSON, where it is shared with other decisions (of an
+    #: import, or Ranks of the same actions): stored once (schema m009). None when read.
     catalogue: str | None = None
 
 

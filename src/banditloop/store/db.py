@@ -58,6 +58,10 @@ def chunks(values: Sequence[T], size: int = MAX_IN) -> Iterator[Sequence[T]]:
 class Queries:
     """What a query family needs of its store; :class:`sql.SqlStore` provides it."""
 
+    #: What the jobs of the writer's current transaction found, for the later ones
+    #: (writer.Writer empties it at every BEGIN and rollback).
+    memo: dict[Any, Any]
+
     def submit(self, fn: Callable[[Conn], T]) -> Future[T]:
         """Run ``fn(conn)`` in the writer's next transaction (writer.Writer)."""
         raise NotImplementedError

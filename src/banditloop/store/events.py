@@ -86,17 +86,29 @@ def decision_row(
     )
 
 
-def store_catalogue(conn: Conn, loop: str, body: str) -> int:
-    """The row of a loop's catalogue, stored now if it was not."""
+def catalogue_of(example: str) -> str | None:
+    """The catalogue (``_multi``) of an example as Rank writes it: the last key, or the
+    last before ``_slots``. Any cut is lossless: decision_row checks where it is."""
+    start = example.find(MULTI) + len(MULTI)
+    if start < len(MULTI):
+        return None
+    end = example.rfind(',"_slots":', start)
+    return example[start : end if end > 0 else -1]
+
+
+def store_catalogue(conn: Conn, loop: str, body: str, lock: str = "") -> int:
+    """The row of a loop's catalogue, stored now if it was not. ``lock``: what keeps a
+    concurrent deletion of an orphan from taking it before this transaction ends."""
     digest = hashlib.sha256(body.encode()).hexdigest()
-    conn.execute(
-        "INSERT INTO catalogues (loop, digest, body) VALUES (?,?,?) "
-        "ON CONFLICT (loop, digest) DO NOTHING",
-        (loop, digest, body),
-    )
-    found = conn.execute(
-        "SELECT id FROM catalogues WHERE loop=? AND digest=?", (loop, digest)
-    ).fetchone()
+    find = f"SELECT id FROM catalogues WHERE loop=? AND digest=?{lock}"
+    found = conn.execute(find, (loop, digest)).fetchone()
+    if found is None:
+        conn.execute(
+            "INSERT INTO catalogues (loop, digest, body) VALUES (?,?,?) "
+            "ON CONFLICT (loop, digest) DO NOTHING",
+            (loop, digest, body),
+        )
+        found = conn.execute(find, (loop, digest)).fetchone()
     return int(found[0])
 
 
@@ -198,12 +210,21 @@ class Events(Queries):
     #: The shown item and its reward (``item``, ``r``), read inside the logged JSON: the
     #: one expression each engine writes in its own SQL.
     shown_and_reward = ""
+    #: SELECT's suffix that keeps a found catalogue row from a concurrent deletion
+    key_share = ""
+
+    def _catalogue(self, conn: Conn, loop: str, body: str) -> int:
+        """store_catalogue, once per catalogue and transaction (the writer's memo)."""
+        found: int | None = self.memo.get((loop, body))
+        if found is None:
+            found = self.memo[(loop, body)] = store_catalogue(conn, loop, body, self.key_share)
+        return found
 
     def append_decision(self, d: Decision, refuse_reuse: bool = False) -> Future[Decision | None]:
         """Log a decision, unless one of its event ID has the same request hash (a retry):
         then the future holds that one. With ``refuse_reuse`` any decision of its event ID
-        stops it (that with the same hash first): the caller refuses a different body."""
-        row = decision_row(d)
+        stops it (that with the same hash first): the caller refuses a different body.
+        Its ``catalogue`` is stored once per loop (schema m009)."""
 
         def job(conn: Conn) -> Decision | None:
             if refuse_reuse:
@@ -214,6 +235,8 @@ class Events(Queries):
                 ).fetchone()
                 if found is not None:
                     return decision(found)
+            catalogue = self._catalogue(conn, d.loop, d.catalogue) if d.catalogue else None
+            row = decision_row(d, catalogue=catalogue)
             if conn.execute(INSERT_DECISION, row).rowcount:  # one step, one GIL hand-off
                 return None
             found = conn.execute(
@@ -252,18 +275,12 @@ class Events(Queries):
                     taken.add(d.event_id)
                     new.append((d, rewards))
             encoded: dict[int, str] = {}  # decisions of one catalogue share its id list
-            stored: dict[int, int] = {}  # and its text: id(text) -> its row
             rows = []
             for d, _ in new:
                 key = id(d.action_ids)  # the lists are alive in items meanwhile
                 if key not in encoded:
                     encoded[key] = orjson.dumps(d.action_ids).decode()
-                catalogue = None
-                if d.catalogue is not None:
-                    catalogue = stored.get(id(d.catalogue))
-                    if catalogue is None:
-                        catalogue = store_catalogue(conn, loop, d.catalogue)
-                        stored[id(d.catalogue)] = catalogue
+                catalogue = self._catalogue(conn, loop, d.catalogue) if d.catalogue else None
                 rows.append(decision_row(d, encoded[key], catalogue))
             conn.executemany(INSERT_DECISION, rows)
             conn.executemany(

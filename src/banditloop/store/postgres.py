@@ -130,6 +130,7 @@ class PostgresStore(SqlStore):
 
     store_errors = (psycopg.OperationalError, psycopg.InterfaceError)
     shown_and_reward = SHOWN_AND_REWARD
+    key_share = " FOR KEY SHARE"
     commit_grace = 2.0  # rows are numbered at insert, visible at commit (Tracking)
 
     def __init__(self, url: str, max_queue: int = 0, pool_size: int = 8) -> None:

@@ -48,6 +48,7 @@ class Writer:
     def __init__(self, max_queue: int = 0) -> None:
         self._max_queue = max_queue  # writes waiting before submit sheds load (0: no limit)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.memo: dict[Any, Any] = {}  # what this transaction's jobs found (Queries.memo)
         self._closed = False
         self._thread = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
 
@@ -140,6 +141,7 @@ class Writer:
     ) -> list[tuple[_Job, Any, BaseException | None]]:
         """Run ``jobs`` in the transaction begun, then COMMIT."""
         results: list[tuple[_Job, Any, BaseException | None]] = []
+        self.memo.clear()
         for job in jobs:
             if isolate:
                 conn.execute("SAVEPOINT job")
@@ -152,6 +154,7 @@ class Writer:
                     conn.execute("ROLLBACK")
                     raise _JobFailed from ex
                 conn.execute("ROLLBACK TO job")
+                self.memo.clear()  # it may hold what the rollback undid
                 results.append((job, None, ex))
             if isolate:
                 conn.execute("RELEASE job")
