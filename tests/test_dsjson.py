@@ -29,6 +29,7 @@ from banditloop.app import create_app
 from banditloop.cli import main
 from banditloop.config import Settings
 from banditloop.policy import with_epsilon
+from banditloop.store.events import EXAMPLE  # the example whole (schema m009)
 from banditloop.worlds import NewsWorld, rank_body
 from conftest import Server
 from helpers import TIMEOUT, V1, poll, query, scalar
@@ -154,7 +155,7 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traffic]:
 def _rows(data_dir: Path) -> dict[str, dict[str, Any]]:
     rows = query(
         data_dir,
-        "SELECT event_id, example, action_ids, slots, model_version, mode, outcome "
+        f"SELECT event_id, {EXAMPLE}, action_ids, slots, model_version, mode, outcome "
         "FROM decisions WHERE loop='default'",
     )
     return {

@@ -25,6 +25,7 @@ from banditloop.join import training_example
 from banditloop.loop import Loop
 from banditloop.sampling import sample_index, seed_for
 from banditloop.store.base import ClosedEvent, SlotChoice
+from banditloop.store.events import EXAMPLE  # the example whole (schema m009)
 from conftest import Server
 from helpers import SDK_ACTIONS, SDK_SLOTS, TIMEOUT, Clock, create_loop, poll, query
 
@@ -69,7 +70,7 @@ def decisions(srv: Server, endpoint: str) -> list[dict[str, Any]]:
 def decisions_in(data_dir: Path, loop: str) -> list[dict[str, Any]]:
     rows = query(
         data_dir,
-        "SELECT event_id, example, action_ids, slots, multislot, outcome FROM decisions "
+        f"SELECT event_id, {EXAMPLE}, action_ids, slots, multislot, outcome FROM decisions "
         "WHERE loop=? ORDER BY seq",
         (loop,),
     )

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from banditloop.app import create_app
 from banditloop.config import LoopDeclaration, Settings
 from banditloop.loop import Loop
+from banditloop.store.events import EXAMPLE  # the example whole (schema m009)
 from helpers import V1, poll, query, scalar
 from recommender_server import Recommender, recommender
 
@@ -63,7 +64,7 @@ def the_loop(client: TestClient, name: str = "default") -> Loop:
 
 def logged(data_dir: Path, event_id: str) -> tuple[str | None, dict[str, Any]]:
     source, example = query(
-        data_dir, "SELECT source, example FROM decisions WHERE event_id=?", (event_id,)
+        data_dir, f"SELECT source, {EXAMPLE} FROM decisions WHERE event_id=?", (event_id,)
     )[0]
     return source, orjson.loads(example)
 

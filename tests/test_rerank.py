@@ -17,6 +17,7 @@ from banditloop.app import create_app
 from banditloop.config import Settings
 from banditloop.loop import Loop, body_hash
 from banditloop.ranking import plan
+from banditloop.store.events import EXAMPLE  # the example whole (schema m009)
 from helpers import V1, query
 
 RANK = V1 + "/rank"
@@ -32,7 +33,7 @@ UPSTREAM = [
 def logged(data_dir: Path, event_id: str) -> tuple[str | None, dict[str, Any], str]:
     source, example, rhash = query(
         data_dir,
-        "SELECT source, example, request_hash FROM decisions WHERE event_id=?",
+        f"SELECT source, {EXAMPLE}, request_hash FROM decisions WHERE event_id=?",
         (event_id,),
     )[0]
     return source, orjson.loads(example), rhash
