@@ -13,7 +13,9 @@ import re
 import tempfile
 import threading
 from collections.abc import Iterable, Sequence
+from typing import Any
 
+import pylibvw
 import vowpalwabbit
 
 from . import modelfile, vwargs
@@ -81,6 +83,20 @@ def floor(pmf: Sequence[float], epsilon: float) -> list[float]:
     return out
 
 
+def _parse(ws: vowpalwabbit.Workspace, text: str) -> list[Any]:
+    """The lines of a multi-line (ADF) example as VW's own parser reads them, without the
+    Python wrapper pyvw's ``parse`` puts on each line: that was more than half of a
+    prediction's time (docs/performance.md). The caller finishes them (``_finish``)."""
+    lines: list[Any] = ws._parse(text.replace("\r", "").strip())  # as pyvw's parse
+    if not lines:
+        raise ValueError("An empty list is invalid")  # pyvw's words
+    return lines
+
+
+def _finish(ws: vowpalwabbit.Workspace, lines: list[Any]) -> None:
+    pylibvw.vw._finish_example_multi_ex(ws, lines)
+
+
 class Policy:
     """One VW workspace started with ``--json`` so that VW hashes Personalizer's JSON.
 
@@ -100,11 +116,12 @@ class Policy:
     def pmf(self, example: str) -> list[float]:
         """Probabilities per action, in the order of the example's ``_multi``, floored."""
         with self.lock:
-            ex = self._ws.parse(example)
+            ex = _parse(self._ws, example)
             try:
-                pmf = list(self._ws.predict(ex))
+                pylibvw.vw.predict_multi(self._ws, ex)
+                pmf = list(ex[0].get_action_scores())  # what pyvw's predict returns here
             finally:
-                self._ws.finish_example(ex)
+                _finish(self._ws, ex)
         return self.floor(pmf)
 
     def floor(self, pmf: Sequence[float]) -> list[float]:
@@ -115,12 +132,13 @@ class Policy:
         """Progressive validation in one parse: the (floored) probabilities per action
         before learning the labelled example (VW's predict reads no label), then learn it."""
         with self.lock:
-            ex = self._ws.parse(labelled, self._ws.get_label_type())
+            ex = _parse(self._ws, labelled)
             try:
-                pmf = list(self._ws.predict(ex))
-                self._ws.learn(ex)
+                pylibvw.vw.predict_multi(self._ws, ex)
+                pmf = list(ex[0].get_action_scores())
+                pylibvw.vw.learn_multi(self._ws, ex)
             finally:
-                self._ws.finish_example(ex)
+                _finish(self._ws, ex)
         return self.floor(pmf)
 
     def slot_pmf(self, example: str) -> list[tuple[int, float]]:
@@ -154,17 +172,17 @@ class Policy:
         with self.lock:
             for line in examples:
                 try:
-                    ex = self._ws.parse(line)
+                    ex = _parse(self._ws, line)
                 except Exception as err:
                     out.append(f"Vowpal Wabbit cannot read the example: {err}"[:500])
                     continue
                 try:
-                    self._ws.learn(ex)
+                    pylibvw.vw.learn_multi(self._ws, ex)
                     out.append(None)
                 except Exception as err:
                     out.append(f"Vowpal Wabbit cannot learn the example: {err}"[:500])
                 finally:
-                    self._ws.finish_example(ex)
+                    _finish(self._ws, ex)
         return out
 
     def save(self) -> bytes:
